@@ -1,0 +1,86 @@
+"""Pure functions over lists of tensors: the math of block normalization.
+
+Blocks are given as index tensors (``block_index[k]`` is the block of tensor ``k``), built
+once by :class:`bng.blocks.BlockPlan`. Nothing here reads a tensor's value on the host:
+no ``.item()``, no Python branch on data, so a step never synchronizes with the device and
+traces cleanly under ``torch.compile``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor
+
+MODES = ("none", "ng", "adap", "clip")
+
+# (tensors, block_index): tensors of one device and dtype, and the (P_g,) block of each
+TensorGroup = tuple[list[Tensor], Tensor]
+
+
+def block_norms(
+    groups: Sequence[TensorGroup],
+    num_blocks: int,
+    *,
+    device: torch.device,
+    dtype: torch.dtype = torch.float32,
+) -> Tensor:
+    """L2 norm of each block, ``‖t_i‖₂ = sqrt(Σ_{k in block i} ‖t_k‖₂²)``.
+
+    One ``torch._foreach_norm`` per (device, dtype) group; the squared per-tensor norms are
+    summed per block on ``device`` with ``index_add_``. Blocks without tensors get 0.
+
+    Returns:
+        (B,) tensor of block norms on ``device`` in ``dtype``.
+    """
+    squared = torch.zeros(num_blocks, device=device, dtype=dtype)  # (B,) Σ‖t_k‖² per block
+    for tensors, block_index in groups:
+        norms = torch.stack(torch._foreach_norm(tensors))  # (P_g,)
+        norms = norms.to(device=device, dtype=dtype, non_blocking=True)
+        squared.index_add_(0, block_index, norms * norms)
+    return squared.sqrt()
+
+
+def block_scales(
+    grad_norms: Tensor,
+    mode: str,
+    *,
+    weight_norms: Tensor | None = None,
+    alpha: float = 0.02,
+    threshold: float = 0.1,
+) -> Tensor:
+    """Per-block factor ``c_i`` such that the new gradient is ``c_i · g_i``.
+
+    - ``ng``:   ``c_i = 1 / ‖g_i‖``                     (the paper's NG)
+    - ``adap``: ``c_i = α · ‖x_i‖ / ‖g_i‖``             (the paper's NG_adap)
+    - ``clip``: ``c_i = min(1, τ / ‖g_i‖)``             (per-block clipping)
+    - ``none``: ``c_i = 1``
+
+    Zero-norm blocks never give NaN or inf: a block whose gradient is all zero gets
+    ``c_i = 0`` in ``ng``/``adap`` (its gradient stays zero) and 1 in ``clip``. In ``adap``
+    a block whose weights are all zero uses ``‖x_i‖ = 1`` (the LARS convention), so its step
+    is ``α · g_i / ‖g_i‖`` and a zero-initialized layer can still move.
+    """
+    if mode == "none":
+        return torch.ones_like(grad_norms)
+    nonzero = grad_norms > 0
+    inverse = torch.where(nonzero, grad_norms, 1.0).reciprocal()  # (B,) 1/‖g_i‖, 1 where 0
+    if mode == "ng":
+        return torch.where(nonzero, inverse, 0.0)
+    if mode == "adap":
+        if weight_norms is None:
+            raise ValueError("mode='adap' needs the weight norms")
+        weights = torch.where(weight_norms > 0, weight_norms, 1.0)  # LARS: ‖x‖ = 0 -> 1
+        return torch.where(nonzero, alpha * weights * inverse, 0.0)
+    if mode == "clip":
+        return threshold / grad_norms.clamp(min=threshold)
+    raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+
+
+def scale_blocks_(groups: Sequence[TensorGroup], scales: Tensor) -> None:
+    """In place, ``t_k ← scales[block_of(k)] · t_k`` with one ``_foreach_mul_`` per group."""
+    for tensors, block_index in groups:
+        per_tensor = scales.index_select(0, block_index)  # (P_g,)
+        per_tensor = per_tensor.to(device=tensors[0].device, dtype=tensors[0].dtype)
+        torch._foreach_mul_(tensors, per_tensor.unbind(0))

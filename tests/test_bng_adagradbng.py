@@ -1,0 +1,102 @@
+"""AdaGradBNG (the appendix's Algorithm 2): the literal rule and the convex rate
+(issue 2, test 6)."""
+
+import pytest
+import torch
+from bng_helpers import MixedDtype, assert_same_params, train, twin
+from torch import nn
+
+import bng
+
+
+def _literal_algorithm_2(blocks: dict, sums: dict, lr: float, delta: float) -> None:
+    """One step written as the algorithm reads: g = F'/‖F'‖, s = ‖g_{1:t}‖, τ = η‖F'‖/(δ+s)."""
+    with torch.no_grad():
+        for params in blocks.values():
+            params = [p for p in params if p.grad is not None]
+            raw_norm = sum(p.grad.double().pow(2).sum() for p in params) ** 0.5
+            for p in params:
+                g = p.grad / raw_norm if raw_norm > 0 else torch.zeros_like(p.grad)
+                sums[p] = sums.get(p, torch.zeros_like(p)) + g * g
+                tau = lr * raw_norm / (delta + sums[p].sqrt())
+                p.sub_(tau * g)
+
+
+def test_equals_the_literal_algorithm() -> None:
+    torch.manual_seed(3)
+    model = MixedDtype()
+    ours, theirs = twin(model), twin(model)
+    opt = bng.AdaGradBNG(ours, lr=0.05, delta=1e-3)
+    blocks, sums = bng.layer_blocks(theirs), {}
+    plain = torch.optim.SGD([p for p in theirs.parameters() if p.requires_grad], lr=0.0)
+    train(ours, opt, 20)
+    train(theirs, plain, 20, before_step=lambda: _literal_algorithm_2(blocks, sums, 0.05, 1e-3))
+    assert_same_params(ours, theirs)
+    assert set(bng.block_grad_norms(opt)) == set(blocks)
+
+
+def test_differs_from_plain_adagrad() -> None:
+    # Fails if the accumulator were fed raw gradients (that is torch's Adagrad).
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 4), nn.Tanh(), nn.Linear(4, 1))
+    ours, theirs = twin(model), twin(model)
+    x = torch.randn(16, 4)
+    for m, opt in ((ours, bng.AdaGradBNG(ours, lr=0.1, delta=1e-10)),
+                   (theirs, torch.optim.Adagrad(theirs.parameters(), lr=0.1, eps=1e-10))):
+        for _ in range(3):
+            opt.zero_grad()
+            (10 * m(x).square().mean()).backward()
+            opt.step()
+    assert not torch.allclose(ours[0].weight, theirs[0].weight, atol=1e-4)
+
+
+def _logistic_problem() -> tuple[torch.Tensor, torch.Tensor, float]:
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(200, 5, generator=g, dtype=torch.float64)
+    w_true = torch.randn(5, generator=g, dtype=torch.float64)
+    y = (torch.rand(200, generator=g, dtype=torch.float64) < torch.sigmoid(x @ w_true)).double()
+    w = torch.zeros(5, dtype=torch.float64, requires_grad=True)
+    solver = torch.optim.LBFGS([w], lr=1, max_iter=500, tolerance_grad=1e-14,
+                               tolerance_change=1e-16, line_search_fn="strong_wolfe")
+
+    def closure() -> torch.Tensor:
+        solver.zero_grad()
+        loss = nn.functional.binary_cross_entropy_with_logits(x @ w, y)
+        loss.backward()
+        return loss
+
+    solver.step(closure)
+    return x, y, float(closure().detach())
+
+
+def _averaged_gap(x: torch.Tensor, y: torch.Tensor, optimum: float, steps: int) -> float:
+    model = nn.Linear(5, 1).double()
+    nn.init.zeros_(model.weight), nn.init.zeros_(model.bias)
+    opt = bng.AdaGradBNG(model, lr=0.5)
+    average = [torch.zeros_like(p) for p in model.parameters()]
+    g = torch.Generator().manual_seed(1)
+    for t in range(steps):
+        batch = torch.randint(0, len(x), (20,), generator=g)  # stochastic gradients
+        opt.zero_grad()
+        nn.functional.binary_cross_entropy_with_logits(model(x[batch]).squeeze(1), y[batch]).backward()
+        opt.step()
+        with torch.no_grad():
+            for a, p in zip(average, model.parameters(), strict=True):
+                a.add_(p - a, alpha=1 / (t + 1))
+    logits = x @ average[0].squeeze(0) + average[1]
+    return float(nn.functional.binary_cross_entropy_with_logits(logits, y)) - optimum
+
+
+def test_convex_averaged_iterate_rate_is_at_least_one_over_sqrt_t() -> None:
+    x, y, optimum = _logistic_problem()
+    short, long = _averaged_gap(x, y, optimum, 100), _averaged_gap(x, y, optimum, 1600)
+    assert 0 <= long < short
+    # O(1/√T): 16x the steps must at least quarter the gap
+    assert long <= short * (100 / 1600) ** 0.5, (short, long)
+
+
+def test_rejects_bad_arguments() -> None:
+    with pytest.raises(ValueError, match="delta"):
+        bng.AdaGradBNG(nn.Linear(2, 2), delta=0.0)
+    with pytest.raises(ValueError, match="empty"):
+        bng.AdaGradBNG(nn.ReLU())

@@ -1,0 +1,97 @@
+"""The returned optimizers are torch's own: round trips, schedulers, GradScaler, build
+(issue 2, test 7)."""
+
+import io
+
+import pytest
+import torch
+from bng_helpers import TinyLM, assert_same_params, distance, loss_of, mlp18, train, twin
+from torch import nn
+
+import bng
+
+FACTORIES = {
+    "sgdmng": lambda m: bng.SGDMNG(m, lr=0.05, momentum=0.9, weight_decay=1e-4, mode="adap"),
+    "adamng": lambda m: bng.AdamNG(m, lr=1e-2),
+    "adagradng": lambda m: bng.AdaGradNG(m, lr=1e-2, mode="clip", threshold=0.1),
+    "adagradbng": lambda m: bng.AdaGradBNG(m, lr=1e-2),
+}
+
+
+@pytest.mark.parametrize("name", list(FACTORIES))
+def test_state_dict_round_trip_equals_never_stopping(name: str) -> None:
+    torch.manual_seed(0)
+    model = TinyLM()
+    straight, resumed = twin(model), twin(model)
+    train(straight, FACTORIES[name](straight), 6)
+
+    first = FACTORIES[name](resumed)
+    train(resumed, first, 3)
+    buffer = io.BytesIO()
+    torch.save({"model": resumed.state_dict(), "optim": first.state_dict()}, buffer)
+    buffer.seek(0)
+    saved = torch.load(buffer)
+    fresh = twin(model)
+    fresh.load_state_dict(saved["model"])
+    second = FACTORIES[name](fresh)
+    second.load_state_dict(saved["optim"])
+    train(fresh, second, 3, first_step=3)
+    assert_same_params(straight, fresh, exact=True)
+
+
+def test_scheduler_changes_the_effective_step() -> None:
+    torch.manual_seed(0)
+    model = mlp18()
+    opt = bng.SGDMNG(model, lr=0.1, momentum=0.0, blocks="global")
+    scheduler = torch.optim.lr_scheduler.StepLR(opt, step_size=1, gamma=0.1)
+    for expected in (0.1, 0.01):
+        before = [p.detach().clone() for p in model.parameters()]
+        train(model, opt, 1)
+        scheduler.step()
+        assert distance(list(model.parameters()), before) == pytest.approx(expected, rel=1e-5)
+
+
+@pytest.mark.parametrize("fused", [False, True], ids=["unscale_first", "fused_grad_scale"])
+@pytest.mark.parametrize("mode", ["ng", "clip"])
+def test_grad_scaler_on_cpu_matches_unscaled_training(fused: bool, mode: str) -> None:
+    # Fused Adam gets still-scaled gradients plus `optimizer.grad_scale`; the result must
+    # equal training without any scaler.
+    torch.manual_seed(0)
+    model = mlp18()
+    scaled, plain = twin(model), twin(model)
+    kwargs = {"lr": 1e-2, "mode": mode, "threshold": 0.05, "fused": fused or None}
+    opt = bng.AdamNG(scaled, **kwargs)
+    scaler = torch.amp.GradScaler("cpu", init_scale=1024.0)
+    for step in range(3):
+        opt.zero_grad()
+        scaler.scale(loss_of(scaled, step)).backward()
+        scaler.step(opt)
+        scaler.update()
+    train(plain, bng.AdamNG(plain, **kwargs), 3)
+    assert_same_params(scaled, plain)
+    norms, reference = bng.block_grad_norms(opt), bng.layer_blocks(scaled)
+    assert norms["0"].item() < 100  # unscaled norms are recorded
+    assert set(norms) == set(reference)
+
+
+def test_build_takes_dotted_paths_and_classes() -> None:
+    model = nn.Linear(3, 2)
+    assert type(bng.build(model, base="torch.optim.SGD", lr=0.1)) is torch.optim.SGD
+    assert type(bng.build(model, base="RMSprop", mode="ng", lr=0.1)) is torch.optim.RMSprop
+    assert type(bng.build(model, base=torch.optim.AdamW, mode="clip")) is torch.optim.AdamW
+    with pytest.raises(ValueError, match="not a torch.optim"):
+        bng.build(model, base="torch.nn.Linear")
+    with pytest.raises(ValueError, match="twice"):
+        bng.block_normalize(bng.AdamNG(model), model)
+
+
+def test_block_normalize_wraps_a_user_optimizer_with_param_groups() -> None:
+    torch.manual_seed(0)
+    model = mlp18()
+    groups = [{"params": model[0].parameters(), "lr": 0.0}, {"params": model[2:].parameters()}]
+    opt = bng.block_normalize(torch.optim.SGD(groups, lr=0.1), model, mode="ng")
+    first = model[0].weight.detach().clone()
+    before = [p.detach().clone() for p in model[2].parameters()]
+    train(model, opt, 1)
+    assert torch.equal(model[0].weight, first)  # lr 0 group untouched
+    assert distance(list(model[2].parameters()), before) == pytest.approx(0.1, rel=1e-5)
