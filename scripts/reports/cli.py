@@ -1,0 +1,116 @@
+"""`python scripts/report.py [TARGET ...] [--results DIR] ...`: render tables and figures from the
+runs present, print where they went and the command for every run still missing. Never trains,
+and a partial sweep is not an error (exit 0); only a renderer bug exits 1."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+import traceback
+from pathlib import Path
+
+from .diagnostics import render_diagnostics
+from .figures import render_figure
+from .grids import ARTIFACTS, Artifact, demo_artifacts, format_pending, pending_runs
+from .output import write_atomic
+from .runs import load_runs
+from .tables import load_paper, render_table
+
+TARGETS = ["table1", "table2", "table3", "table4", "figure1", "figure2", "figure3",
+           "diagnostics"]
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python scripts/report.py", description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("targets", nargs="*", metavar="TARGET",
+                        help=f"any of {', '.join(TARGETS)}, 'all' (default) or 'demo'")
+    parser.add_argument("--only", default="", help="comma list of targets (same as TARGET ...)")
+    parser.add_argument("--results", type=Path, default=None,
+                        help="folder holding runs/ (default: results, results/quick with "
+                             "--scale quick, results/demo for demo)")
+    parser.add_argument("--out", type=Path, default=None,
+                        help="where tables/ and figures/ go (default: --results)")
+    parser.add_argument("--scale", choices=["full", "quick"], default="full",
+                        help="quick: label every output as the CPU-sized quick scale; seed 1")
+    parser.add_argument("--dataset", default=None,
+                        help="render the grids on this dataset instead (e.g. digits)")
+    parser.add_argument("--seeds", default=None, help="comma list of seeds, e.g. 1 or 1,2,3")
+    parser.add_argument("--run-args", default="",
+                        help="extra overrides appended to each printed `python run.py` command")
+    parser.add_argument("--list-all", action="store_true",
+                        help="print every missing run (default: the first 20; all go to "
+                             "<out>/missing/<target>.txt)")
+    parser.add_argument("--paper", type=Path, default=None,
+                        help="paper numbers (default: experiments/paper_results.yaml)")
+    args = parser.parse_args(argv)
+    targets = [t for t in args.targets + args.only.split(",") if t] or ["all"]
+    unknown = sorted(set(targets) - set(TARGETS) - {"all", "demo"})
+    if unknown:
+        parser.error(f"unknown target(s) {unknown}; choose from {TARGETS + ['all', 'demo']}")
+    args.targets = targets
+    args.seeds = tuple(int(s) for s in args.seeds.split(",") if s) if args.seeds else None
+    return args
+
+
+def select(args: argparse.Namespace) -> dict[str, Artifact]:
+    """The artifacts to render, with the dataset, seed and scale choices applied."""
+    if "demo" in args.targets:
+        return {name: art.adapt(scale=args.scale) for name, art in
+                demo_artifacts(args.dataset or "digits", args.seeds or (1,)).items()}
+    names = TARGETS if "all" in args.targets else [t for t in TARGETS if t in args.targets]
+    seeds = args.seeds or ((1,) if args.scale == "quick" else None)
+    return {name: ARTIFACTS[name].adapt(args.dataset, seeds, args.scale) for name in names}
+
+
+def default_results(args: argparse.Namespace) -> Path:
+    if args.results is not None:
+        return args.results
+    if "demo" in args.targets:
+        return Path("results/demo")
+    return Path("results/quick") if args.scale == "quick" else Path("results")
+
+
+def render(artifact: Artifact, runs, out_dir: Path, paper: dict) -> list[Path]:
+    if artifact.name.startswith(("table", "demo_table")):
+        return render_table(artifact, runs, out_dir, paper)
+    if artifact.name.endswith("diagnostics"):
+        return render_diagnostics(artifact, runs, out_dir)
+    kind = "figure1" if artifact.name == "demo_figure1" else None
+    return render_figure(artifact, runs, out_dir, kind)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    results = default_results(args)
+    out_dir = args.out or results
+    started = time.perf_counter()
+    runs = load_runs(results)
+    paper = load_paper(args.paper) if args.paper else load_paper()
+    banner = "QUICK SCALE (CPU-sized; not comparable to the paper)" if args.scale == "quick" \
+        else "full scale"
+    print(f"bng-suite report: {len(runs)} run folder(s) under {results}/runs; {banner}")
+    failures = 0
+    for name, artifact in select(args).items():
+        try:
+            paths = render(artifact, runs, out_dir, paper)
+        except Exception:  # a renderer bug must not hide the other artifacts
+            failures += 1
+            print(f"[{name}] FAILED to render:\n{traceback.format_exc()}", file=sys.stderr)
+            continue
+        print(f"[{name}] {artifact.title}" + ("  [QUICK SCALE]" if artifact.scale == "quick"
+                                              else ""))
+        for path in paths:
+            print(f"    wrote {path}")
+        if artifact.name != "demo_table":  # the demo table's runs are the demo figure's
+            pending = pending_runs(artifact, runs, str(results), args.run_args)
+            listing = write_atomic(Path(out_dir) / "missing" / f"{name}.txt",
+                                   format_pending(artifact, pending) + "\n")
+            print(format_pending(artifact, pending, None if args.list_all else 20))
+            if pending:
+                print(f"    full list: {listing}")
+    print(f"done in {time.perf_counter() - started:.1f}s; outputs under {out_dir}/tables and "
+          f"{out_dir}/figures")
+    return 1 if failures else 0

@@ -1,0 +1,251 @@
+"""The report builders on a synthetic results tree written here: known errors and losses, three
+seeds, one missing cell, one diverged cell, a partial cell, a failed run and a half-written line.
+Only run outputs are written; no training code is involved."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import matplotlib.image
+import pandas as pd
+import pytest
+import yaml
+
+from scripts.reports import cli
+from scripts.reports.aggregate import seed_stats
+from scripts.reports.figures import render_figure
+from scripts.reports.grids import ARTIFACTS, RESNETS, TABLE_OPTIMS, Cell, find_run, pending_runs
+from scripts.reports.runs import load_runs, read_jsonl, split_overrides
+from scripts.reports.tables import (
+    PAPER_FILE,
+    build_table,
+    columns_for,
+    format_stats,
+    load_paper,
+    render_table,
+)
+
+SEEDS = (1, 2, 3)
+
+
+def write_run(root: Path, dataset, model, optim, seed, accs=None, status="completed",
+              extra="default", losses=None, grad_norms=False, meta=True, summary=True,
+              command=None, torn_line=False):
+    """One run folder as the engine writes it (docs/DESIGN.md "Run outputs")."""
+    run_dir = root / "runs" / dataset / model / optim / extra / f"seed{seed}"
+    run_dir.mkdir(parents=True)
+    losses = losses or [2.0 / epoch for epoch in range(1, len(accs or [0] * 3) + 1)]
+    accs = accs or [0.5] * len(losses)
+    lines = []
+    for epoch, (loss, acc) in enumerate(zip(losses, accs, strict=True), start=1):
+        record = {"epoch": epoch, "train_loss": loss, "test_loss": loss * 1.1,
+                  "train_acc": acc + 0.01, "test_acc": acc, "lr": 0.1}
+        if grad_norms:
+            record["grad_norms"] = {f"layers.{i}": 10.0 ** (-(5 - i) / epoch) for i in range(6)}
+        lines.append(json.dumps(record))
+    text = "\n".join(lines) + "\n"
+    if torn_line:
+        text += '{"epoch": 99, "train_lo'  # a crash mid-write
+    (run_dir / "metrics.jsonl").write_text(text)
+    command = command or f"python run.py dataset={dataset} model={model} optim={optim} seed={seed}"
+    if summary:
+        final = json.loads(lines[-1])
+        if status == "diverged":
+            final["train_loss"] = float("nan")
+        (run_dir / "summary.json").write_text(json.dumps({
+            "status": status, "epochs_done": len(losses), "epochs": len(losses), "final": final,
+            "best": {"test_acc": max(accs)}, "command": command, "message": ""}))
+    if meta:
+        (run_dir / "config.yaml").write_text(yaml.safe_dump({"meta": {
+            "dataset": dataset, "model": model, "optim": optim, "extra": extra, "seed": seed,
+            "command": command}}))
+    return run_dir
+
+
+# Final test accuracies per (optimizer, seed) for CIFAR-10 ResNet-20; errors are 100 * (1 - acc).
+TABLE_ACCS = {"sgdm": [0.92, 0.93, 0.94],    # errors 8, 7, 6 -> 7.00 ± 1.00
+              "sgdmng": [0.95, 0.95, 0.96],  # errors 5, 5, 4 -> 4.67 ± 0.58 (best, bold)
+              "adam": [0.90, 0.91, 0.89]}    # errors 10, 9, 11 -> 10.00 ± 1.00
+
+
+@pytest.fixture()
+def table_tree(tmp_path):
+    root = tmp_path / "results"
+    for optim, accs in TABLE_ACCS.items():
+        for seed, acc in zip(SEEDS, accs, strict=True):
+            write_run(root, "cifar10", "resnet20", optim, seed, accs=[0.5, acc])
+    for seed in SEEDS:  # the diverged cell
+        write_run(root, "cifar10", "resnet20", "adamng", seed, status="diverged")
+    # a partial cell: two seeds better than the best, one diverged -> not bold
+    write_run(root, "cifar10", "resnet20", "adamclip", 1, accs=[0.5, 0.97])
+    write_run(root, "cifar10", "resnet20", "adamclip", 2, accs=[0.5, 0.97], torn_line=True)
+    write_run(root, "cifar10", "resnet20", "adamclip", 3, status="diverged")
+    # sgdmclip: seed 1 done (from the path only, no config.yaml), seed 2 failed, seed 3 running
+    write_run(root, "cifar10", "resnet20", "sgdmclip", 1, accs=[0.5, 0.9], meta=False)
+    write_run(root, "cifar10", "resnet20", "sgdmclip", 2, status="failed",
+              command="python run.py dataset=cifar10 model=resnet20 optim=sgdmclip seed=2 "
+                      "launcher=slurm")
+    write_run(root, "cifar10", "resnet20", "sgdmclip", 3, summary=False, torn_line=True)
+    return root
+
+
+def table1(seeds=SEEDS):
+    return ARTIFACTS["table1"].adapt(seeds=seeds)
+
+
+def test_seed_stats_is_mean_and_sample_std():
+    stats = seed_stats([8.0, 7.0, 6.0])
+    assert (stats.mean, stats.std, stats.n) == (7.0, 1.0, 3)
+    assert math.isnan(seed_stats([5.0]).std) and seed_stats([]).missing
+
+
+def test_table_cells_means_stds_bold_missing_and_diverged(table_tree):
+    runs = load_runs(table_tree)
+    paper = {"table1": {"values": {"sgdm": {"resnet20": {"mean": 7.5, "std": 0.2}}}}}
+    columns, grid = build_table(table1(), runs, paper, "error")
+    assert [c.key for c in columns] == list(RESNETS)
+    cell = {optim: grid[optim]["resnet20"] for optim in grid}
+    assert format_stats(cell["sgdm"].stats) == "7.00 ± 1.00"
+    assert format_stats(cell["sgdmng"].stats) == "4.67 ± 0.58"
+    assert format_stats(cell["adam"].stats) == "10.00 ± 1.00"
+    assert format_stats(cell["adamng"].stats) == "div."
+    assert format_stats(cell["adamclip"].stats) == "3.00 ± 0.00 (div. 1/3)"
+    assert format_stats(cell["sgdmclip"].stats) == "10.00 (n=1/3)"
+    assert format_stats(grid["sgdmng_adap"]["resnet110"].stats) == "—"
+    assert [o for o in grid if cell[o].bold] == ["sgdmng"]
+    assert cell["sgdm"].stats.mean == pytest.approx(7.0)
+    assert cell["sgdmng"].stats.std == pytest.approx(math.sqrt(1 / 3))
+    assert cell["sgdm"].paper == (7.5, 0.2)
+
+
+def test_rendered_files_markdown_latex_csv(table_tree, tmp_path):
+    out = tmp_path / "out"
+    paper = {"table1": {"values": {"sgdm": {"resnet20": {"mean": 7.5, "std": 0.2}}}}}
+    paths = render_table(table1(), load_runs(table_tree), out, paper)
+    assert sorted(p.name for p in paths) == ["table1.csv", "table1.md", "table1.tex"]
+    markdown = (out / "tables" / "table1.md").read_text()
+    sgdm_row = next(line for line in markdown.splitlines() if line.startswith("| SGDM |"))
+    assert sgdm_row.split(" | ")[1:4] == ["7.00 ± 1.00", "7.50 ± 0.20", "-0.50"]
+    assert "| **4.67 ± 0.58** |" in markdown and "| div. |" in markdown and "| — |" in markdown
+    latex = (out / "tables" / "table1.tex").read_text()
+    assert r"\textbf{4.67 $\pm$ 0.58}" in latex and r"\toprule" in latex and "AdamNG\\_adap" in latex
+    assert "---" in latex and "div." in latex
+    frame = pd.read_csv(out / "tables" / "table1.csv")
+    row = frame[(frame.optimizer == "SGDMNG") & (frame.column == "resnet20")].iloc[0]
+    assert row["mean"] == pytest.approx(14 / 3) and row["n"] == 3 and bool(row["bold"])
+    assert not list((out / "tables").glob(".*tmp"))  # atomic writes leave no temp files
+
+
+def test_missing_runs_list_holds_the_right_commands(table_tree):
+    pending = pending_runs(table1(), load_runs(table_tree), str(table_tree))
+    by_key = {(p.cell.model, p.cell.optim, p.seed): p for p in pending}
+    missing = by_key[("resnet110", "sgdmng_adap", 3)]
+    assert missing.state == "missing"
+    assert missing.command == ("python run.py dataset=cifar10 model=resnet110 optim=sgdmng_adap "
+                               f"seed=3 out_dir={table_tree}")
+    failed = by_key[("resnet20", "sgdmclip", 2)]
+    assert failed.state == "failed" and failed.command.endswith("seed=2 launcher=slurm")
+    assert by_key[("resnet20", "sgdmclip", 3)].state == "incomplete"
+    # completed and diverged runs are results, not missing
+    assert not {k for k in by_key if k[0] == "resnet20" and k[1] in TABLE_ACCS}
+    assert ("resnet20", "adamng", 1) not in by_key
+    assert len(pending) == 5 * 8 * 3 - 3 * 3 - 3 - 3 - 1
+    assert Cell("ptb", "lstm", "adam", (("dataset.bptt", "400"),)).command(1, "results") == (
+        "python run.py dataset=ptb model=lstm optim=adam seed=1 dataset.bptt=400")
+
+
+def test_partial_jsonl_and_extra_matching(tmp_path):
+    root = tmp_path / "results"
+    run_dir = write_run(root, "ptb", "lstm", "adam", 1, torn_line=True, summary=False)
+    write_run(root, "ptb", "lstm", "adam", 1, extra="dataset.bptt=400")
+    write_run(root, "ptb", "lstm", "adamng", 1, extra="dataset.bptt=40")
+    assert len(read_jsonl(run_dir / "metrics.jsonl")) == 3
+    assert split_overrides("a=1,schedule.milestones=[80,120]") == {
+        "a": "1", "schedule.milestones": "[80,120]"}
+    runs = load_runs(root)
+    bptt40 = Cell("ptb", "lstm", "adam", (("dataset.bptt", "40"),))
+    bptt400 = Cell("ptb", "lstm", "adam", (("dataset.bptt", "400"),))
+    assert find_run(runs, bptt40, 1).extra == "default"
+    assert find_run(runs, bptt400, 1).extra == "dataset.bptt=400"
+    assert find_run(runs, Cell("ptb", "lstm", "adamng", (("dataset.bptt", "40"),)), 1)
+
+
+def assert_image(path: Path):
+    assert path.exists() and path.stat().st_size > 1000
+    pixels = matplotlib.image.imread(path)
+    assert pixels.ndim == 3 and pixels.shape[0] > 100 and pixels.std() > 0.01
+    assert path.with_suffix(".pdf").stat().st_size > 1000
+
+
+def write_mlp_tree(root: Path, dataset: str, optims, seeds=SEEDS, diverged=()):
+    for depth_index, model in enumerate(("mlp6", "mlp12", "mlp18")):
+        for optim_index, optim in enumerate(optims):
+            for seed in seeds:
+                scale = 1.0 + 0.1 * optim_index + 0.3 * depth_index + 0.05 * seed
+                losses = [scale / epoch for epoch in range(1, 6)]
+                accs = [min(0.99, 0.6 + 0.07 * epoch) for epoch in range(1, 6)]
+                status = "diverged" if (model, optim) in diverged else "completed"
+                write_run(root, dataset, model, optim, seed, accs=accs, losses=losses,
+                          status=status, grad_norms=True, torn_line=seed == 2)
+
+
+def test_figures_are_written_and_not_empty(tmp_path):
+    root = tmp_path / "results"
+    optims = ARTIFACTS["figure1"].optims
+    write_mlp_tree(root, "mnist", optims[:-1], diverged={("mlp18", "adam")})  # adamng missing
+    for seed in SEEDS:
+        write_run(root, "cifar10", "resnet110", "sgdm", seed, accs=[0.5, 0.8, 0.9],
+                  losses=[2.0, 1.0, 0.4])
+    write_run(root, "ptb", "lstm", "adam", 1, torn_line=True)           # BPTT 40
+    write_run(root, "ptb", "lstm", "adamng", 1, extra="dataset.bptt=1000")
+    runs = load_runs(root)
+    out = tmp_path / "out"
+    for name in ("figure1", "figure2", "figure3"):
+        artifact = ARTIFACTS[name].adapt(seeds=SEEDS)
+        paths = render_figure(artifact, runs, out)
+        assert [p.suffix for p in paths] == [".png", ".pdf"]
+        assert_image(paths[0])
+    code = cli.main(["diagnostics", "--results", str(root), "--out", str(out)])
+    assert code == 0
+    assert_image(out / "figures" / "diagnostics.png")  # AdamNG panel says "missing"
+
+
+def test_demo_entry_renders_figure_table_and_diagnostics(tmp_path, capsys):
+    root = tmp_path / "results" / "demo"
+    write_mlp_tree(root, "digits", ("sgdm", "sgdmng", "adam", "adamng"), seeds=(1,))
+    assert cli.main(["demo", "--results", str(root)]) == 0
+    for stem in ("demo_figure1", "demo_diagnostics"):
+        assert_image(root / "figures" / f"{stem}.png")
+    table = (root / "tables" / "demo_table.md").read_text()
+    assert "MLP-18 error" in table and "| SGDM |" in table and "**" in table
+    printed = capsys.readouterr().out
+    assert "all 12 runs present" in printed and str(root / "figures") in printed
+
+
+def test_quick_scale_is_labelled(table_tree, tmp_path):
+    out = tmp_path / "quick"
+    assert cli.main(["table1", "--results", str(table_tree), "--out", str(out),
+                     "--scale", "quick"]) == 0
+    assert "QUICK SCALE" in (out / "tables" / "table1.md").read_text()
+    assert "over seeds 1;" in (out / "tables" / "table1.md").read_text()
+
+
+def test_paper_file_parses_and_matches_the_tables_shapes():
+    paper = load_paper(PAPER_FILE)
+    expected = {"table1": (TABLE_OPTIMS, RESNETS), "table2": (TABLE_OPTIMS, RESNETS)}
+    for name, kind in (("table3", "topk"), ("table4", "best_acc")):
+        artifact = ARTIFACTS[name]
+        expected[name] = (artifact.optims, tuple(c.key for c in columns_for(artifact, kind)))
+    for name, (rows, columns) in expected.items():
+        table = paper[name]
+        assert tuple(table["rows"]) == tuple(rows) and tuple(table["columns"]) == tuple(columns)
+        assert list(table["values"]) == list(rows)
+        for row in rows:
+            assert list(table["values"][row]) == list(columns)
+            for value in table["values"][row].values():
+                assert value is None or isinstance(value["mean"], float)
+    assert paper["table1"]["values"]["sgdmng_adap"]["resnet110"] == {"mean": 5.87, "std": 0.10}
+    assert paper["table4"]["values"]["adamng"]["best_val_acc"]["mean"] == 77.11
+    assert paper["table4"]["values"]["sgdm"]["best_val_acc"]["mean"] == 64.35
