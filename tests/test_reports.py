@@ -88,6 +88,7 @@ def table_tree(tmp_path):
               command="python run.py dataset=cifar10 model=resnet20 optim=sgdmclip seed=2 "
                       "launcher=slurm")
     write_run(root, "cifar10", "resnet20", "sgdmclip", 3, summary=False, torn_line=True)
+    write_run(root, "cifar10", "resnet32", "sgdm", 1, status="interrupted")
     return root
 
 
@@ -148,10 +149,17 @@ def test_missing_runs_list_holds_the_right_commands(table_tree):
     failed = by_key[("resnet20", "sgdmclip", 2)]
     assert failed.state == "failed" and failed.command.endswith("seed=2 launcher=slurm")
     assert by_key[("resnet20", "sgdmclip", 3)].state == "incomplete"
+    assert by_key[("resnet32", "sgdm", 1)].state == "interrupted"
     # completed and diverged runs are results, not missing
     assert not {k for k in by_key if k[0] == "resnet20" and k[1] in TABLE_ACCS}
     assert ("resnet20", "adamng", 1) not in by_key
     assert len(pending) == 5 * 8 * 3 - 3 * 3 - 3 - 3 - 1
+    # Figure 2's sweep is seed 1 (the tables add seeds 2-5, drawn as a band when present)
+    figure2 = pending_runs(ARTIFACTS["figure2"], [], "results")
+    assert len(figure2) == 16 and {p.seed for p in figure2} == {1}
+    quick = pending_runs(table1().adapt(scale="quick"), [], "results/quick", "experiment=table1_quick")
+    assert quick[0].command == ("python run.py dataset=cifar10 model=resnet20 optim=adam seed=1 "
+                                "out_dir=results/quick experiment=table1_quick")
     assert Cell("ptb", "lstm", "adam", (("dataset.bptt", "400"),)).command(1, "results") == (
         "python run.py dataset=ptb model=lstm optim=adam seed=1 dataset.bptt=400")
 
@@ -230,6 +238,9 @@ def test_quick_scale_is_labelled(table_tree, tmp_path):
                      "--scale", "quick"]) == 0
     assert "QUICK SCALE" in (out / "tables" / "table1.md").read_text()
     assert "over seeds 1;" in (out / "tables" / "table1.md").read_text()
+    listed = (out / "missing" / "table1.txt").read_text()
+    assert f"model=resnet110 optim=sgdmng_adap seed=1 out_dir={table_tree} " \
+           "experiment=table1_quick" in listed
 
 
 def test_paper_file_parses_and_matches_the_tables_shapes():

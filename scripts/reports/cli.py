@@ -39,7 +39,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="render the grids on this dataset instead (e.g. digits)")
     parser.add_argument("--seeds", default=None, help="comma list of seeds, e.g. 1 or 1,2,3")
     parser.add_argument("--run-args", default="",
-                        help="extra overrides appended to each printed `python run.py` command")
+                        help="extra overrides appended to each printed `python run.py` command "
+                             "(default at --scale quick: experiment=<target>_quick)")
     parser.add_argument("--list-all", action="store_true",
                         help="print every missing run (default: the first 20; all go to "
                              "<out>/missing/<target>.txt)")
@@ -71,6 +72,14 @@ def default_results(args: argparse.Namespace) -> Path:
     if "demo" in args.targets:
         return Path("results/demo")
     return Path("results/quick") if args.scale == "quick" else Path("results")
+
+
+def run_args(args: argparse.Namespace, artifact: Artifact) -> str:
+    """Overrides for the printed commands: --run-args, or at quick scale the quick sweep's
+    `experiment=<artifact>_quick` (its epochs and subsets are not command-line overrides)."""
+    if args.run_args or artifact.scale != "quick":
+        return args.run_args
+    return f"experiment={artifact.experiment}"
 
 
 def render(artifact: Artifact, runs, out_dir: Path, paper: dict) -> list[Path]:
@@ -105,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
         for path in paths:
             print(f"    wrote {path}")
         if artifact.name != "demo_table":  # the demo table's runs are the demo figure's
-            pending = pending_runs(artifact, runs, str(results), args.run_args)
+            pending = pending_runs(artifact, runs, str(results), run_args(args, artifact))
             listing = write_atomic(Path(out_dir) / "missing" / f"{name}.txt",
                                    format_pending(artifact, pending) + "\n")
             print(format_pending(artifact, pending, None if args.list_all else 20))

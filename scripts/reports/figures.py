@@ -95,7 +95,8 @@ def finish(fig, artifact: Artifact, out_dir: Path, name: str | None = None,
 def panel(ax, artifact, runs, cells: list[Cell], series_list: list[Series], log: bool) -> None:
     missing = []
     for cell in cells:
-        drawn = [draw_cell(ax, runs, cell, artifact.seeds, series, log) for series in series_list]
+        drawn = [draw_cell(ax, runs, cell, artifact.plot_seeds, series, log)
+                 for series in series_list]
         if not any(drawn):
             missing.append(label(cell.optim))
     note_missing(ax, missing, len(cells))

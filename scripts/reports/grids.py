@@ -3,9 +3,9 @@ the runs present, and the `python run.py ...` command that produces a missing on
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 
-from .runs import STATUS_RANK, Run
+from .runs import PENDING, STATUS_RANK, Run
 
 OPTIM_LABELS = {
     "adam": "Adam", "adamclip": "AdamCLIP", "adamng": "AdamNG", "adamng_adap": "AdamNG_adap",
@@ -75,7 +75,18 @@ class Artifact:
     seeds: tuple[int, ...] = (1,)
     variants: tuple[tuple[tuple[str, str], ...], ...] = ((),)
     scale: str = "full"
-    extra: dict = field(default_factory=dict, compare=False, hash=False)
+    band_seeds: tuple[int, ...] = ()  # more seeds to draw when present (Figure 2: the tables')
+    sweep: str = ""                   # the experiment config that runs it, if not `name`
+
+    @property
+    def plot_seeds(self) -> tuple[int, ...]:
+        return tuple(dict.fromkeys(self.seeds + self.band_seeds))
+
+    @property
+    def experiment(self) -> str:
+        """The `experiment=` config of this artifact's sweep (`<name>_quick` at quick scale)."""
+        base = self.sweep or self.name
+        return f"{base}_quick" if self.scale == "quick" else base
 
     def cells(self) -> list[Cell]:
         return [Cell(d, m, o, v) for d in self.datasets for m in self.models
@@ -88,7 +99,7 @@ class Artifact:
         if dataset:
             changes["datasets"] = (dataset,)
         if seeds:
-            changes["seeds"] = tuple(seeds)
+            changes["seeds"], changes["band_seeds"] = tuple(seeds), ()
         if scale:
             changes["scale"] = scale
         return replace(self, **changes)
@@ -105,8 +116,10 @@ ARTIFACTS: dict[str, Artifact] = {
                        TABLE_OPTIMS, FIVE_SEEDS),
     "table2": Artifact("table2", "Table 2: CIFAR-100 test error (%)", ("cifar100",), RESNETS,
                        TABLE_OPTIMS, FIVE_SEEDS),
+    # Figure 2's sweep is seed 1; Tables 1-2 share its folders and add seeds 2-5 (the band).
     "figure2": Artifact("figure2", "Figure 2: ResNet-110 on CIFAR-10/100",
-                        ("cifar10", "cifar100"), ("resnet110",), TABLE_OPTIMS, FIVE_SEEDS),
+                        ("cifar10", "cifar100"), ("resnet110",), TABLE_OPTIMS,
+                        band_seeds=FIVE_SEEDS),
     "table3": Artifact("table3", "Table 3: ImageNet top-1/top-5 error (%)", ("imagenet",),
                        ("preact_resnet34",), ("adam", "adamng", "sgdm", "sgdmng")),
     "figure3": Artifact("figure3", "Figure 3: LSTM on PTB", ("ptb",), ("lstm",), SIX_OPTIMS,
@@ -115,7 +128,7 @@ ARTIFACTS: dict[str, Artifact] = {
                        ("rt",), ("kimcnn",),
                        ("adamng", "adam", "adagradng", "adagrad", "sgdmng", "sgdm")),
     "diagnostics": Artifact("diagnostics", "Per-layer gradient norms, MLP-18",
-                            ("mnist",), ("mlp18",), ("adam", "adamng")),
+                            ("mnist",), ("mlp18",), ("adam", "adamng"), sweep="figure1"),
 }
 DEMO_OPTIMS = ("sgdm", "sgdmng", "adam", "adamng")
 
@@ -126,9 +139,9 @@ def demo_artifacts(dataset: str = "digits", seeds: tuple[int, ...] = (1,)) -> di
                      title=f"Demo: MLP on {label(dataset)}", optims=DEMO_OPTIMS)
     table = replace(figure, name="demo_table",
                     title=f"Demo: final test error (%) and loss, MLP on {label(dataset)}")
-    return {key: art.adapt(dataset=dataset, seeds=seeds) for key, art in
-            (("demo_figure1", figure), ("demo_table", table),
-             ("demo_diagnostics", replace(ARTIFACTS["diagnostics"], name="demo_diagnostics")))}
+    diagnostics = replace(ARTIFACTS["diagnostics"], name="demo_diagnostics", sweep="demo")
+    return {art.name: replace(art.adapt(dataset=dataset, seeds=seeds), sweep="demo")
+            for art in (figure, table, diagnostics)}
 
 
 def find_run(runs: list[Run], cell: Cell, seed: int) -> Run | None:
@@ -141,7 +154,7 @@ def find_run(runs: list[Run], cell: Cell, seed: int) -> Run | None:
 
 @dataclass(frozen=True)
 class Pending:
-    """An expected run with no usable result yet: missing, failed, running or incomplete."""
+    """An expected run with no result yet: missing, or a status in runs.PENDING."""
 
     cell: Cell
     seed: int
@@ -160,7 +173,7 @@ def pending_runs(artifact: Artifact, runs: list[Run], out_dir: str = "results",
             fresh = cell.command(seed, out_dir, run_args)
             if run is None:
                 pending.append(Pending(cell, seed, "missing", fresh))
-            elif run.status in ("failed", "running", "incomplete"):
+            elif run.status in PENDING:
                 message = str(run.summary.get("message") or "")
                 detail = f"{run.progress}" + (f": {message}" if message else "")
                 pending.append(Pending(cell, seed, run.status, run.command or fresh, detail))

@@ -13,7 +13,10 @@ import pandas as pd
 import yaml
 
 # Better statuses win when several run folders answer the same (cell, seed).
-STATUS_RANK = {"completed": 0, "diverged": 1, "running": 2, "incomplete": 3, "failed": 4}
+STATUS_RANK = {"completed": 0, "diverged": 1, "running": 2, "interrupted": 3, "incomplete": 4,
+               "failed": 5}
+# Statuses without a result yet: the run's command produces (or resumes) it.
+PENDING = ("running", "interrupted", "incomplete", "failed")
 
 
 def read_json(path: Path) -> dict | None:
@@ -133,7 +136,7 @@ class Run:
 
     @property
     def status(self) -> str:
-        """completed | diverged | running | failed | incomplete (no summary.json yet)."""
+        """completed | diverged | running | interrupted | failed | incomplete (no summary.json)."""
         status = str(self.summary.get("status", "incomplete"))
         if status not in STATUS_RANK:
             status = "incomplete"
