@@ -12,8 +12,9 @@ import yaml
 
 from data import DataError, build_dataset, default_data_root
 from data.common import atomic_torch_save, load_cache
+from data.text import clean_str
 from data.vision import CIFAR_STATS
-from tests.data_fixtures import FIXTURE_CFG, make_cifar, make_mnist
+from tests.data_fixtures import FIXTURE_CFG, PTB_TRAIN, make_cifar, make_mnist, make_ptb, make_rt
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "dataset"
 
@@ -230,3 +231,103 @@ def test_cifar_missing_and_corrupt(tmp_path):
         build_dataset(cfg("cifar10"), root=tmp_path)
     with pytest.raises(DataError, match="md5"):
         build_dataset(cfg("cifar10", verify_md5=True), root=tmp_path)
+
+
+# --------------------------------------------------------------------------------- PTB
+def ptb_stream() -> list[str]:
+    return [w for line in PTB_TRAIN for w in line.split() + ["<eos>"]]
+
+
+def test_ptb_windows_are_next_tokens_with_eos_at_line_ends(tmp_path):
+    make_ptb(tmp_path)
+    ds = build_dataset(cfg("ptb", bptt=5), root=tmp_path, seed=0)
+    assert ds.vocab_size == len(set(ptb_stream())) and ds.vocab[0] == "<eos>"
+    batches = collect(ds.train_batches(0, 2))
+    assert len(batches) == ds.num_train_batches(2)
+    for x, y in batches:
+        assert x.shape == y.shape and x.shape[0] == 2 and x.dtype == torch.int64
+        assert torch.equal(x[:, 1:], y[:, :-1])
+    rows = torch.cat([x for x, _ in batches], 1)
+    targets = torch.cat([y for _, y in batches], 1)
+    stream, half = ptb_stream(), len(ptb_stream()) // 2
+    assert [ds.vocab[i] for i in rows[0]] == stream[: half - 1]  # row 0: the first half, in order
+    assert [ds.vocab[i] for i in targets[1]] == stream[half + 1 : 2 * half]
+    assert batches[0][0].shape[1] == 5 and batches[-1][0].shape[1] <= 5
+    assert [ds.vocab[i] for i in rows[0][:7]] == "the cat sat on the mat <eos>".split()
+
+
+def test_ptb_resume_ddp_and_limit(tmp_path):
+    make_ptb(tmp_path)
+    ds = build_dataset(cfg("ptb", bptt=4), root=tmp_path, seed=0)
+    full = collect(ds.train_batches(0, 3))
+    assert same_batches(full[5:], collect(ds.train_batches(1, 3, start=5)))
+    ranks = [build_dataset(cfg("ptb", bptt=4), root=tmp_path, seed=0, rank=r, world_size=2) for r in (0, 1)]
+    grid = ds.train[: 4 * (len(ds.train) // 4)].view(4, -1)  # 2 ranks x 2 columns
+    for r, rank_ds in enumerate(ranks):
+        x = torch.cat([x for x, _ in rank_ds.train_batches(0, 2)], 1)
+        assert torch.equal(x, grid[2 * r : 2 * r + 2, : x.shape[1]])
+    small = build_dataset(cfg("ptb", limit=50), root=tmp_path, seed=0)
+    assert len(small.train) == 50 and len(small.test) <= 50
+
+
+def test_ptb_missing_corrupt_and_cache(tmp_path):
+    with pytest.raises(DataError) as err:
+        build_dataset(cfg("ptb"), root=tmp_path)
+    assert "ptb.train.txt" in str(err.value) and str(tmp_path / "ptb") in str(err.value)
+    folder = make_ptb(tmp_path)
+    with pytest.raises(DataError, match="md5"):
+        build_dataset(cfg("ptb", verify_md5=True), root=tmp_path)
+    build_dataset(cfg("ptb"), root=tmp_path)
+    assert len(list((tmp_path / "cache").glob("ptb-*.pt"))) == 1
+    make_ptb(tmp_path, train=PTB_TRAIN + ["a brand new line"])
+    ds = build_dataset(cfg("ptb"), root=tmp_path)
+    assert "brand" in ds.vocab and len(list((tmp_path / "cache").glob("ptb-*.pt"))) == 2
+    assert folder.is_dir()
+
+
+# ---------------------------------------------------------------------------------- RT
+@pytest.mark.parametrize("raw, cleaned", [
+    ("the rock is destined to be the 21st century's new \" conan \"",
+     "the rock is destined to be the 21st century 's new conan"),
+    ("simplistic , silly and tedious . no -- it's a fine , funny film !",
+     "simplistic , silly and tedious no it 's a fine , funny film !"),
+    ("a caf\u00e9 of (good) ideas , isn't it ?", "a caf of ( good ) ideas , is n't it ?"),
+    ("We've done it, they'll say; you'd've...", "we 've done it , they 'll say you 'd 've"),
+])
+def test_clean_str_known_examples(raw, cleaned):
+    assert clean_str(raw) == cleaned
+
+
+def test_rt_split_vocab_padding(tmp_path):
+    folder = tmp_path / "rt-polaritydata"
+    folder.mkdir()
+    for name, label in (("rt-polarity.pos", "good"), ("rt-polarity.neg", "bad")):
+        lines = [f"a {label} movie , word{label}{i} \xe9t\xe9 !" for i in range(50)]
+        (folder / name).write_bytes("\n".join(lines).encode("latin-1") + b"\n")
+    ds = build_dataset(cfg("rt"), root=tmp_path, seed=0)
+    assert (ds.num_train, ds.num_test) == (90, 10)  # the fixed 90/10 split
+    x, y = next(ds.test_batches(10))
+    assert x.shape == (10, 7) and x.dtype == torch.int64 and set(y.tolist()) <= {0, 1}
+    assert (x[:, 4] == 1).all()  # each validation sentence's own word never made the vocabulary
+    train_x = torch.cat([x for x, _ in ds.train_batches(0, 32)])
+    assert (train_x > 1).all()  # training words are all in the vocabulary ("\xe9t\xe9" is "t")
+    words = [[ds.vocab[i] for i in row] for row in train_x.tolist()]
+    assert all(w[:3] == ["a", w[1], "movie"] and w[-1] == "!" for w in words)
+    assert next(ds.train_batches(0, 4))[0].shape[1] >= 5  # at least the widest filter
+
+
+def test_rt_fixture_resume_limit_and_missing(tmp_path):
+    with pytest.raises(DataError) as err:
+        build_dataset(cfg("rt"), root=tmp_path)
+    assert "rt-polarity.pos" in str(err.value) and "rt-polaritydata.tar.gz" in str(err.value)
+    make_rt(tmp_path, repeat=25)
+    ds = build_dataset(cfg("rt"), root=tmp_path, seed=2)
+    assert (ds.num_train, ds.num_test) == (180, 20)
+    full = collect(ds.train_batches(4, 50))
+    assert [len(y) for _, y in full] == [50, 50, 50, 30]
+    assert same_batches(full[2:], collect(ds.train_batches(4, 50, start=2)))
+    pad_rows = [x for x, _ in full][0]
+    assert (pad_rows[:, -1] == 0).any()  # shorter sentences are padded with id 0
+    assert build_dataset(cfg("rt", limit=40), root=tmp_path, seed=2).num_train == 40
+    with pytest.raises(DataError, match="md5"):
+        build_dataset(cfg("rt", verify_md5=True), root=tmp_path)
