@@ -14,7 +14,16 @@ from data import DataError, build_dataset, default_data_root
 from data.common import atomic_torch_save, load_cache
 from data.text import clean_str
 from data.vision import CIFAR_STATS
-from tests.data_fixtures import FIXTURE_CFG, PTB_TRAIN, make_cifar, make_mnist, make_ptb, make_rt
+from tests.data_fixtures import (
+    FIXTURE_CFG,
+    PTB_TRAIN,
+    fixture_pixel,
+    make_cifar,
+    make_imagenet,
+    make_mnist,
+    make_ptb,
+    make_rt,
+)
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "dataset"
 
@@ -105,9 +114,7 @@ def test_mnist_idx_files(tmp_path, gz):
     x, y = next(ds.test_batches(8))
     assert x.shape == (8, 784) and x.dtype == torch.float32
     assert 0 <= x.min() and x.max() <= 1 and y.tolist() == list(range(8))
-    from tests.data_fixtures import fixture_pixel
-
-    assert torch.allclose(x[3] * 255, torch.from_numpy(fixture_pixel(10_003 - 10_000, 784)).float())
+    assert torch.allclose(x[3] * 255, torch.from_numpy(fixture_pixel(3, 784)).float())
     labels = torch.cat([y for _, y in ds.train_batches(0, 16)])
     assert sorted(labels.tolist()) == sorted(i % 10 for i in range(60))
 
@@ -163,8 +170,6 @@ def test_cifar_shapes_labels_and_test_normalization(tmp_path, which):
 
 
 def ds_raw_image(i: int) -> torch.Tensor:
-    from tests.data_fixtures import fixture_pixel
-
     return torch.from_numpy(fixture_pixel(i, 3072)).view(3, 32, 32)
 
 
@@ -331,3 +336,25 @@ def test_rt_fixture_resume_limit_and_missing(tmp_path):
     assert build_dataset(cfg("rt", limit=40), root=tmp_path, seed=2).num_train == 40
     with pytest.raises(DataError, match="md5"):
         build_dataset(cfg("rt", verify_md5=True), root=tmp_path)
+
+
+# ---------------------------------------------------------------------------- ImageNet
+def test_imagenet_folder_shapes_order_and_shards(tmp_path):
+    with pytest.raises(DataError) as err:
+        build_dataset(cfg("imagenet"), root=tmp_path)
+    assert "train/<wnid>/*.JPEG" in str(err.value) and str(tmp_path / "imagenet") in str(err.value)
+    make_imagenet(tmp_path, classes=3, per_class=4, fmt="JPEG")
+    ds = build_dataset(cfg("imagenet", workers=0), root=tmp_path, seed=0)
+    assert (ds.num_train, ds.num_test, ds.num_train_batches(5)) == (12, 12, 3)
+    x, y = next(ds.train_batches(0, 5))
+    assert x.shape == (5, 3, 224, 224) and x.dtype == torch.float32 and y.max() <= 2
+    xt, yt = next(ds.test_batches(12))
+    assert xt.shape == (12, 3, 224, 224) and yt.tolist() == [0] * 4 + [1] * 4 + [2] * 4
+    labels = [torch.cat([y for _, y in ds.train_batches(e, 5)]) for e in (0, 0, 1)]
+    assert torch.equal(labels[0], labels[1]) and sorted(labels[0].tolist()) == sorted(yt.tolist())
+    assert torch.equal(labels[0][5:], torch.cat([y for _, y in ds.train_batches(0, 5, start=1)]))
+    shards = [build_dataset(cfg("imagenet", workers=0), root=tmp_path, seed=0, rank=r, world_size=2)
+              for r in (0, 1)]
+    assert [s.num_train for s in shards] == [6, 6]
+    make_imagenet(tmp_path / "png", classes=2, per_class=2, fmt="PNG")
+    assert build_dataset(cfg("imagenet", workers=0), root=tmp_path / "png").num_train == 4
