@@ -29,3 +29,37 @@ test-all: install
 
 lint: install
 	$(PYTHON) -m ruff check .
+
+# --- the paper's artifacts -------------------------------------------------------------------
+# `make table1` runs Table 1's whole sweep (completed runs are skipped, interrupted ones resume),
+# then renders it. SCALE=quick runs the CPU-sized version into results/quick/ instead.
+# Extra Hydra overrides go in ARGS, e.g. make table1 ARGS="launcher=slurm".
+ARTIFACTS := figure1 figure2 figure3 table1 table2 table3 table4
+ifeq ($(SCALE),quick)
+  EXPERIMENT_SUFFIX := _quick
+  RESULTS := results/quick
+  REPORT_FLAGS := --scale quick
+else ifeq ($(SCALE),full)
+  EXPERIMENT_SUFFIX :=
+  RESULTS := results
+  REPORT_FLAGS :=
+else
+  $(error SCALE must be 'full' or 'quick', got '$(SCALE)')
+endif
+
+.PHONY: $(ARTIFACTS) slurm-test bench
+$(ARTIFACTS): install
+	$(PYTHON) run.py experiment=$@$(EXPERIMENT_SUFFIX) $(ARGS)
+	$(PYTHON) scripts/report.py --results $(RESULTS) --only $@ $(REPORT_FLAGS)
+
+report: install
+	$(PYTHON) scripts/report.py --results $(RESULTS) $(REPORT_FLAGS)
+
+# A mini Figure 1 on the bundled digits data: MLP-6/12/18 x {SGDM, SGDMNG, Adam, AdamNG}.
+demo: install
+	$(PYTHON) run.py experiment=demo $(ARGS)
+	$(PYTHON) scripts/report.py demo --results results/demo
+
+bench: install
+	$(PYTHON) scripts/bench_optim.py
+	$(PYTHON) scripts/bench_data.py

@@ -1,0 +1,1 @@
+"""The training engine: config checks, the two task loops, checkpoints and run outputs."""

@@ -1,0 +1,105 @@
+"""Config checks that run before any training, the run folder's name, and provenance.
+
+Importing this module registers the OmegaConf resolvers the root config uses; run.py and any
+process that composes the config (a submitit worker too) import it first.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+import torch
+import yaml
+from omegaconf import DictConfig, OmegaConf
+
+CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
+REPO_DIR = CONFIG_DIR.parent
+
+if not OmegaConf.has_resolver("extra_dir"):
+    # The <extra> part of the run folder: the overrides that change a run's result, or "default".
+    OmegaConf.register_new_resolver("extra_dir", lambda dirname: dirname or "default")
+
+
+class ConfigError(ValueError):
+    """A config that cannot run; the message says what is wrong and how to fix it."""
+
+
+def group_choices(group: str) -> list[str]:
+    return sorted(p.stem for p in (CONFIG_DIR / group).glob("*.yaml"))
+
+
+def _datasets_with_input(kinds: list[str]) -> list[str]:
+    names = []
+    for name in group_choices("dataset"):
+        spec = yaml.safe_load((CONFIG_DIR / "dataset" / f"{name}.yaml").read_text()) or {}
+        if spec.get("input") in kinds:
+            names.append(name)
+    return names
+
+
+def check_config(cfg: DictConfig) -> None:
+    """Fail before any training on values that cannot work, naming the valid choices."""
+    model_inputs = list(cfg.model.inputs)
+    if cfg.dataset.input not in model_inputs:
+        fits = ", ".join(_datasets_with_input(model_inputs)) or "none"
+        raise ConfigError(
+            f"model={cfg.model.name} cannot train on dataset={cfg.dataset.name}: the model takes "
+            f"{'/'.join(model_inputs)} inputs and the dataset gives {cfg.dataset.input}. "
+            f"Compatible datasets: {fits}."
+        )
+    for key in ("epochs", "batch_size"):
+        value = cfg[key]
+        if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+            raise ConfigError(f"{key} must be a positive integer, got {value!r} (e.g. {key}=10).")
+    lr = cfg.optim.get("lr")
+    if not isinstance(lr, (int, float)) or isinstance(lr, bool) or lr <= 0:
+        raise ConfigError(f"optim.lr must be a positive number, got {lr!r} (e.g. optim.lr=0.01).")
+    if cfg.amp not in ("off", "bf16"):
+        raise ConfigError(f"amp must be 'off' or 'bf16', got {cfg.amp!r}.")
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"device={name} was asked for, but CUDA is not available here. "
+                          "Use device=cpu or device=auto.")
+    return device
+
+
+def command_line(task_overrides: list[str]) -> str:
+    """The `python run.py ...` line that reproduces this one run."""
+    return " ".join(["python run.py", *(shlex.quote(o) for o in task_overrides)])
+
+
+def _git_commit() -> str:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO_DIR, capture_output=True,
+                             text=True, timeout=10)
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
+                               cwd=REPO_DIR, capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    if out.returncode != 0:
+        return "unknown"
+    return out.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
+
+
+def provenance(device: torch.device) -> dict:
+    """What a reader needs to trust or repeat the run: code, library and hardware versions."""
+    return {
+        "git_commit": _git_commit(),
+        "python": sys.version.split()[0],
+        "torch": str(torch.__version__),
+        "cuda": torch.version.cuda,
+        "device": (torch.cuda.get_device_name(device) if device.type == "cuda"
+                   else platform.processor() or platform.machine()),
+        "hostname": platform.node(),
+        "world_size": int(os.environ.get("WORLD_SIZE", "1")),
+    }

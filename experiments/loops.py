@@ -1,0 +1,191 @@
+"""The two task loops, classification and language modelling, read top to bottom.
+
+One training epoch is a plain loop over the data layer's batches. Its running sums live on the
+device and are read back (a host sync) only every `log_every` steps, for the progress bar and
+the NaN check, and at the end of the epoch. The loop can stop between two steps, when a signal
+asks it to, and be resumed from that batch: `EpochState` is everything it needs to go on.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+import bng
+
+from .distributed import Dist, all_sum, any_rank
+
+
+@dataclass
+class EpochState:
+    """The running sums of one epoch, saved in a mid-epoch checkpoint."""
+
+    batch: int = 0                           # batches done in this epoch
+    loss_sum: torch.Tensor | None = None     # () sum of per-sample (per-token) losses
+    correct: torch.Tensor | None = None      # () correct predictions (classification)
+    count: torch.Tensor | None = None        # () samples (tokens) seen
+    norm_sum: torch.Tensor | None = None     # (B,) sum over steps of each block's grad norm
+    steps: int = 0                           # optimizer steps taken, for the mean grad norm
+    hidden: tuple | None = None              # the LSTM state carried into the next window
+    seconds: float = 0.0                     # time spent in this epoch before an interruption
+
+    def to_dict(self) -> dict:
+        return dict(self.__dict__)
+
+
+@dataclass
+class Task:
+    """What one run trains: the pieces the loops need, built once by experiments.train."""
+
+    model: torch.nn.Module           # what the step calls (maybe DDP- or compile-wrapped)
+    net: torch.nn.Module             # the plain module, for eval and state_dict
+    optimizer: torch.optim.Optimizer
+    data: object                     # the data layer's dataset (see docs/DESIGN.md)
+    kind: str                        # "classification" or "lm"
+    device: torch.device
+    dist: Dist
+    batch_size: int                  # per rank
+    amp: str = "off"
+    log_every: int = 25
+    top5: bool = False
+    extra_step: list[Callable[[], None]] = field(default_factory=list)
+
+
+class Diverged(RuntimeError):
+    """The training loss became NaN or infinite."""
+
+
+def _autocast(task: Task):
+    if task.amp == "bf16":
+        return torch.autocast(task.device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def _detach(hidden):
+    return None if hidden is None else tuple(h.detach() for h in hidden)
+
+
+def _block_norm_vector(optimizer: torch.optim.Optimizer) -> torch.Tensor | None:
+    norms = bng.block_grad_norms(optimizer)
+    return torch.stack(list(norms.values())).float() if norms else None
+
+
+def _forward_loss(task: Task, x: torch.Tensor, y: torch.Tensor, hidden):
+    """(mean loss, logits flattened to (N, C), targets (N,), new hidden state)."""
+    with _autocast(task):
+        if task.kind == "lm":
+            logits, hidden = task.model(x, hidden)      # (B, T, V)
+        else:
+            logits = task.model(x)                      # (B, C)
+    logits = logits.float().flatten(0, -2)
+    targets = y.flatten()
+    return F.cross_entropy(logits, targets), logits, targets, hidden
+
+
+def train_epoch(task: Task, epoch: int, state: EpochState, should_stop: Callable[[], bool],
+                show_progress: bool) -> bool:
+    """Train one epoch from `state.batch` on; True when it ran to the end, False if stopped."""
+    task.model.train()
+    zero = torch.zeros((), device=task.device)
+    state.loss_sum = zero.clone() if state.loss_sum is None else state.loss_sum.to(task.device)
+    state.correct = zero.clone() if state.correct is None else state.correct.to(task.device)
+    state.count = zero.clone() if state.count is None else state.count.to(task.device)
+    total = task.data.num_train_batches(task.batch_size)
+    bar = tqdm(total=total, initial=state.batch, desc=f"epoch {epoch}", unit="batch",
+               leave=False, dynamic_ncols=True, file=sys.stdout,
+               disable=not (show_progress and sys.stdout.isatty()))
+    hidden = state.hidden
+    try:
+        for x, y in task.data.train_batches(epoch, task.batch_size, start=state.batch):
+            hidden = _detach(hidden)          # truncated BPTT: no gradient into the last window
+            loss, logits, targets, hidden = _forward_loss(task, x, y, hidden)
+            task.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            task.optimizer.step()
+            for hook in task.extra_step:
+                hook()
+            n = targets.numel()
+            state.loss_sum += loss.detach() * n
+            if task.kind == "classification":
+                state.correct += (logits.detach().argmax(-1) == targets).sum()
+            state.count += n
+            norms = _block_norm_vector(task.optimizer)
+            if norms is not None:
+                state.norm_sum = norms if state.norm_sum is None else state.norm_sum + norms
+            state.steps += 1
+            state.batch += 1
+            bar.update(1)
+            if state.batch % task.log_every == 0 or state.batch == total:
+                running = (state.loss_sum / state.count.clamp_min(1)).item()   # one sync
+                if any_rank(task.dist, not math.isfinite(running), task.device):
+                    raise Diverged(f"the training loss became {running} at epoch {epoch}, "
+                                   f"batch {state.batch}")
+                bar.set_postfix(loss=f"{running:.4f}")
+                stop = any_rank(task.dist, should_stop(), task.device)
+            else:
+                stop = (not task.dist.enabled) and should_stop()
+            if stop and state.batch < total:
+                state.hidden = _detach(hidden)
+                return False
+    finally:
+        bar.close()
+    state.hidden = None
+    return True
+
+
+def epoch_metrics(task: Task, state: EpochState) -> dict:
+    """The epoch's training metrics, summed over ranks: one sync."""
+    sums = all_sum(task.dist, torch.stack([state.loss_sum, state.correct, state.count]))
+    loss_sum, correct, count = sums.tolist()
+    count = max(count, 1.0)
+    out = {"train_loss": loss_sum / count}
+    if task.kind == "classification":
+        out["train_acc"] = correct / count
+    else:
+        out["train_ppl"] = math.exp(min(out["train_loss"], 50.0))
+    return out
+
+
+@torch.no_grad()
+def evaluate(task: Task) -> dict:
+    """Loss and accuracy (top-1/top-5) or perplexity on the data layer's test split.
+
+    Every rank evaluates the whole split with the same weights, so no reduction is needed.
+    """
+    task.net.eval()
+    loss_sum = torch.zeros((), device=task.device)
+    correct = torch.zeros(2, device=task.device)      # (top-1, top-5) hits
+    count = torch.zeros((), device=task.device)
+    hidden = None
+    for x, y in task.data.test_batches(task.batch_size):
+        with _autocast(task):
+            if task.kind == "lm":
+                logits, hidden = task.net(x, hidden)
+            else:
+                logits = task.net(x)
+        logits = logits.float().flatten(0, -2)
+        targets = y.flatten()
+        loss_sum += F.cross_entropy(logits, targets, reduction="sum")
+        count += targets.numel()
+        if task.kind == "classification":
+            k = min(5, logits.shape[-1])
+            top = logits.topk(k, dim=-1).indices                     # (N, k)
+            hits = top == targets[:, None]
+            correct += torch.stack([hits[:, 0].sum(), hits.any(-1).sum()])
+    loss_sum, top1, top5, count = torch.cat([loss_sum[None], correct, count[None]]).tolist()
+    count = max(count, 1.0)
+    out = {"test_loss": loss_sum / count}
+    if task.kind == "classification":
+        out["test_acc"] = top1 / count
+        if task.top5:
+            out["test_top1"], out["test_top5"] = top1 / count, top5 / count
+    else:
+        out["test_ppl"] = math.exp(min(out["test_loss"], 50.0))
+    return out

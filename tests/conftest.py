@@ -1,0 +1,41 @@
+"""Shared test helpers: run the real CLI in a subprocess, or compose a config in-process."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+REPO = Path(__file__).resolve().parent.parent
+
+# Two cores: one intra-op thread per test process keeps subprocess tests from fighting.
+torch.set_num_threads(1)
+
+
+def cli_env(**extra: str) -> dict:
+    env = dict(os.environ)
+    env.update({"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1",
+                "HYDRA_FULL_ERROR": "0", "WANDB_MODE": "disabled"})
+    env.update(extra)
+    return env
+
+
+def run_cli(*overrides: str, multirun: bool = False, timeout: float = 300, env: dict | None = None,
+            check: bool = True) -> subprocess.CompletedProcess:
+    """`python run.py <overrides>` from the repository root, as a user types it."""
+    cmd = [sys.executable, str(REPO / "run.py"), *(["-m"] if multirun else []), *overrides]
+    proc = subprocess.run(cmd, cwd=REPO, env=env or cli_env(), capture_output=True, text=True,
+                          timeout=timeout)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"{' '.join(cmd)} exited {proc.returncode}\n"
+                             f"stdout:\n{proc.stdout[-3000:]}\nstderr:\n{proc.stderr[-3000:]}")
+    return proc
+
+
+@pytest.fixture
+def out_dir(tmp_path: Path) -> Path:
+    return tmp_path / "results"
