@@ -110,7 +110,7 @@ def _sweep_command(out_dir: Path, partition: str) -> list[str]:
         "hydra.launcher.timeout_min=10", "hydra.launcher.cpus_per_task=1",
         "hydra.launcher.gpus_per_node=null", "hydra.launcher.mem_gb=null",
         "dataset=digits", "model=mlp6", "epochs=1", "device=cpu", "seed=0,1",
-        f"out_dir={out_dir}", f"hydra.sweep.dir={out_dir}/multirun",
+        f"out_dir={out_dir}",
     ]  # fmt: skip
 
 
@@ -129,4 +129,4 @@ def test_two_cell_sweep_on_slurm(slurm_cluster, slurm_env, tmp_path):
         summary = json.loads(path.read_text())
         assert summary["status"] == "completed", summary
     # Both cells really went through Slurm: submitit wrote one log folder per array task.
-    assert len(list((out_dir / "multirun" / ".submitit").glob("*/*_log.out"))) == 2
+    assert len(list((out_dir / "runs" / ".submitit").glob("*/*_log.out"))) == 2
