@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+
 from conftest import REPO, cli_env, run_cli
 
 RUN = ("dataset=digits", "model=mlp6", "epochs=2")
