@@ -130,3 +130,58 @@ def test_two_cell_sweep_on_slurm(slurm_cluster, slurm_env, tmp_path):
         assert summary["status"] == "completed", summary
     # Both cells really went through Slurm: submitit wrote one log folder per array task.
     assert len(list((out_dir / "runs" / ".submitit").glob("*/*_log.out"))) == 2
+
+
+# Batch 4: ~400 steps an epoch, so USR2 lands mid-run (tests/test_scaleout.py uses the same).
+PREEMPT_ARGS = ("dataset=digits", "model=mlp6", "optim=sgdmng", "epochs=5", "batch_size=4",
+                "device=cpu", "seed=1")
+
+
+def _metrics(run_dir: Path) -> list[dict]:
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    return [{k: v for k, v in r.items() if k not in ("epoch_seconds", "samples_per_s")}
+            for r in rows]
+
+
+@pytest.mark.skipif(not (REPO / "run.py").exists(), reason="run.py not present yet")
+def test_preempted_sweep_cell_is_requeued_and_resumes(slurm_cluster, slurm_env, tmp_path):
+    """USR2 to a running cell: the engine checkpoints, submitit requeues, the cell resumes and
+    finishes with the metrics of an uninterrupted run."""
+    out_dir = tmp_path / "slurm"
+    run_dir = out_dir / "runs/digits/mlp6/sgdmng/batch_size=4,epochs=5/seed1"
+    sweep = subprocess.Popen(
+        [sys.executable, "run.py", "-m", "launcher=slurm",
+         f"hydra.launcher.partition={slurm_cluster.partition}",
+         # 30 min: long enough that submitit reads USR2 as preemption, not as a time-out.
+         "hydra.launcher.timeout_min=30", "hydra.launcher.cpus_per_task=1",
+         "hydra.launcher.gpus_per_node=null", "hydra.launcher.mem_gb=null",
+         *PREEMPT_ARGS, f"out_dir={out_dir}"],
+        cwd=REPO, env={**slurm_env, "OMP_NUM_THREADS": "1"},
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    try:
+        _wait_for(lambda: (run_dir / "checkpoint.pt").exists() or sweep.poll() is not None,
+                  120, "the cell's first checkpoint")
+        assert sweep.poll() is None, sweep.communicate()[0][-3000:]
+        (job_id,) = slurm_cluster.run("squeue", "-h", "-o", "%i").stdout.split()
+        slurm_cluster.run("scancel", "--signal=USR2", job_id)
+        # Meanwhile, the reference: the same cell, uninterrupted, on this machine.
+        reference = subprocess.run(
+            [sys.executable, "run.py", *PREEMPT_ARGS, f"out_dir={tmp_path / 'local'}"],
+            cwd=REPO, env={**slurm_env, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True,
+            timeout=120,
+        )  # fmt: skip
+        assert reference.returncode == 0, reference.stderr[-3000:]
+        output, _ = sweep.communicate(timeout=180)
+    finally:
+        if sweep.poll() is None:
+            sweep.kill()
+            sweep.wait()
+    assert sweep.returncode == 0, output[-3000:]
+    logs = "\n".join(p.read_text() for p in (out_dir / "runs/.submitit").glob("*/*_log.*"))
+    assert "Requeued job" in logs, logs[-3000:]
+    assert "[resume]" in logs, logs[-3000:]
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["status"] == "completed", summary
+    local_dir = tmp_path / "local" / run_dir.relative_to(out_dir)
+    assert _metrics(run_dir) == _metrics(local_dir)
