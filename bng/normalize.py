@@ -17,7 +17,13 @@ import torch
 from torch import Tensor, nn
 
 from bng.blocks import BlockPlan, BlockSpec, Group, resolve_blocks
-from bng.functional import MODES, TensorGroup, block_norms, block_scales, scale_blocks_
+from bng.functional import (
+    MODES,
+    block_scales,
+    element_squares_add_,
+    is_small,
+    tensor_norms_add_,
+)
 
 _ATTR = "_bng_normalizer"
 
@@ -25,9 +31,11 @@ _ATTR = "_bng_normalizer"
 class BlockNormalizer:
     """The hook: measure each block's gradient norm, then rescale the gradients.
 
-    Per step: one ``_foreach_norm`` over all gradients (per device/dtype group), an
-    ``index_add_`` into the (B,) block norms, and one ``_foreach_mul_``. ``mode="adap"``
-    adds one ``_foreach_norm`` over the weights. No host-device synchronization.
+    Per step and (device, dtype) group: one ``_foreach_norm`` over the large gradients, one
+    ``cat`` over the small 1-D ones, two ``index_add_`` into the (B,) squared block norms,
+    and one ``_foreach_mul_``. ``mode="adap"`` does the same reduction over the weights.
+    Index tensors and the per-tensor scale views are cached per grad-None pattern, so the
+    step builds only the gradient lists. No host-device synchronization.
     """
 
     def __init__(
@@ -45,6 +53,7 @@ class BlockNormalizer:
         self.threshold = threshold
         self.last_norms: Tensor | None = None  # (B,) gradient norms of the last step
         self.handle: Any = None
+        self._layouts: dict[tuple[int, ...] | None, _Layout] = {}  # by grad-None pattern
 
     def __call__(self, optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
         # Fused optimizers under GradScaler get still-scaled gradients plus
@@ -60,13 +69,12 @@ class BlockNormalizer:
         exactly ``c(g)·g``.
         """
         plan = self.plan
-        present = tuple(k for k, p in enumerate(plan.params) if p.grad is not None)
-        if not present:
+        grads = [p.grad for p in plan.params]
+        layout = self._layout(grads)
+        if layout is None:
             self.last_norms = torch.zeros(plan.num_blocks, device=plan.device)
             return self.last_norms
-        groups = plan.groups(present)
-        grads = _tensor_groups(groups, [[p.grad for p in g.params] for g in groups])
-        norms = block_norms(grads, plan.num_blocks, device=plan.device, dtype=plan.norm_dtype)
+        norms = layout.block_norms(grads)
         if grad_scale is not None:
             norms = norms / grad_scale.to(device=norms.device, dtype=norms.dtype)
         self.last_norms = norms
@@ -74,20 +82,85 @@ class BlockNormalizer:
             return norms
         weight_norms = None
         if self.mode == "adap":
-            weights = _tensor_groups(groups, [[p.detach() for p in g.params] for g in groups])
-            weight_norms = block_norms(
-                weights, plan.num_blocks, device=plan.device, dtype=plan.norm_dtype
-            )
+            with torch.no_grad():
+                weight_norms = layout.block_norms(plan.params)
         scales = block_scales(
             norms, self.mode, weight_norms=weight_norms, alpha=self.alpha,
             threshold=self.threshold,
         )
-        scale_blocks_(grads, scales)
+        layout.scale_(grads, scales)
         return norms
 
+    def _layout(self, grads: list[Tensor | None]) -> _Layout | None:
+        """The cached layout for this step's pattern of ``grad is None`` (host-side only)."""
+        present = None
+        if any(g is None for g in grads):
+            present = tuple(k for k, g in enumerate(grads) if g is not None)
+            if not present:
+                return None
+        layout = self._layouts.get(present)
+        if layout is None:
+            if len(self._layouts) > 64:  # grad-None patterns are few; never grow unbounded
+                self._layouts.clear()
+            positions = present if present is not None else tuple(range(len(grads)))
+            layout = self._layouts[present] = _Layout(self.plan, positions)
+        return layout
 
-def _tensor_groups(groups: list[Group], tensors: list[list[Tensor]]) -> list[TensorGroup]:
-    return [(ts, g.block_index) for g, ts in zip(groups, tensors, strict=True)]
+
+class _Layout:
+    """Index tensors and buffers for one set of present gradients, built once and reused.
+
+    Per (device, dtype) group the tensors are ordered large first, then small 1-D ones
+    (:func:`bng.functional.is_small`): the large ones get one ``_foreach_norm``, the small
+    ones one ``cat`` + ``index_add_``. The per-tensor scale lives in a (P_g,) buffer whose
+    0-d views are made once, so a step does not ``unbind`` P_g new tensors.
+    """
+
+    def __init__(self, plan: BlockPlan, present: tuple[int, ...]) -> None:
+        self.plan = plan
+        self.groups = [_GroupLayout(plan, group) for group in plan.groups(present)]
+
+    def block_norms(self, tensors: list[Tensor | None] | list[Tensor]) -> Tensor:
+        """(B,) block norms of ``tensors`` (indexed like ``plan.params``)."""
+        plan = self.plan
+        squared = torch.zeros(plan.num_blocks, device=plan.device, dtype=plan.norm_dtype)
+        for group in self.groups:
+            if group.large:
+                tensor_norms_add_(squared, [tensors[k] for k in group.large], group.large_index)
+            if group.small:
+                element_squares_add_(
+                    squared, [tensors[k] for k in group.small], group.element_index
+                )
+        return squared.sqrt()  # (B,)
+
+    def scale_(self, grads: list[Tensor | None], scales: Tensor) -> None:
+        """In place, ``g_k ← scales[block_of(k)] · g_k``: one ``_foreach_mul_`` per group."""
+        for group in self.groups:
+            scales_here = scales.to(device=group.device, dtype=group.dtype, non_blocking=True)
+            torch.index_select(scales_here, 0, group.order_index, out=group.scale)  # (P_g,)
+            torch._foreach_mul_([grads[k] for k in group.order], group.scale_views)
+
+
+class _GroupLayout:
+    def __init__(self, plan: BlockPlan, group: Group) -> None:
+        self.device, self.dtype = group.device, group.dtype
+        small = [is_small(plan.params[k]) for k in group.positions]
+        self.large = [k for k, s in zip(group.positions, small, strict=True) if not s]
+        self.small = [k for k, s in zip(group.positions, small, strict=True) if s]
+        self.order = self.large + self.small
+        blocks = plan.block_of
+        # (L,) block of each large tensor and (N,) block of each element of cat(small)
+        self.large_index = _index([blocks[k] for k in self.large], plan.device)
+        self.element_index = _index(
+            [blocks[k] for k in self.small for _ in range(plan.params[k].numel())], plan.device
+        )
+        self.order_index = _index([blocks[k] for k in self.order], self.device)  # (P_g,)
+        self.scale = torch.zeros(len(self.order), device=self.device, dtype=self.dtype)
+        self.scale_views = self.scale.unbind(0)
+
+
+def _index(values: list[int], device: torch.device) -> Tensor:
+    return torch.tensor(values, dtype=torch.long, device=device)
 
 
 def block_normalize(

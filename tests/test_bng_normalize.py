@@ -141,3 +141,32 @@ def test_grad_none_parameters_are_skipped() -> None:
     assert model[1].weight.grad.norm().item() == pytest.approx(1.0)
     norms = bng.block_grad_norms(opt)
     assert norms["0"].item() == 0.0 and norms["1"].item() == pytest.approx(math.sqrt(6))
+
+
+def test_changing_grad_none_pattern_matches_reference() -> None:
+    # The hook caches its index layout per grad-None pattern; switching patterns between
+    # steps must not reuse a stale one. Linear(4, 2000)'s bias is a large 1-D tensor
+    # (foreach-norm path) in the same block as its weight; BatchNorm's are small (cat path).
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 2000), nn.BatchNorm1d(2000), nn.Linear(2000, 3))
+    ours, theirs = twin(model), twin(model)
+    opt = bng.SGDMNG(ours, lr=0.05, momentum=0.9)
+    reference = torch.optim.SGD(theirs.parameters(), lr=0.05, momentum=0.9)
+    blocks = bng.layer_blocks(theirs)
+    patterns = [None, {"1.weight", "2.bias"}, None, {"0.weight", "0.bias"}, {"1.weight", "2.bias"}]
+    for step, dropped in enumerate(patterns):
+        for model_, optimizer in ((ours, opt), (theirs, reference)):
+            optimizer.zero_grad()
+            torch.manual_seed(step)
+            model_(torch.randn(8, 4)).square().mean().backward()
+            for name, p in model_.named_parameters():
+                if dropped and name in dropped:
+                    p.grad = None
+        expected = normalize_blocks_reference_(blocks, "ng")
+        reference.step()
+        opt.step()
+        got = bng.block_grad_norms(opt)
+        assert list(got) == list(expected)
+        for name, norm in expected.items():
+            assert got[name].item() == pytest.approx(norm, rel=1e-5)
+        assert_same_params(ours, theirs)
