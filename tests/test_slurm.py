@@ -143,6 +143,7 @@ def _metrics(run_dir: Path) -> list[dict]:
             for r in rows]
 
 
+@pytest.mark.slow  # ~45 s; `make slurm-test` (-m slurm) still runs it
 @pytest.mark.skipif(not (REPO / "run.py").exists(), reason="run.py not present yet")
 def test_preempted_sweep_cell_is_requeued_and_resumes(slurm_cluster, slurm_env, tmp_path):
     """USR2 to a running cell: the engine checkpoints, submitit requeues, the cell resumes and
