@@ -143,11 +143,23 @@ def _metrics(run_dir: Path) -> list[dict]:
             for r in rows]
 
 
-@pytest.mark.slow  # ~45 s; `make slurm-test` (-m slurm) still runs it
+def _status(run_dir: Path) -> str | None:
+    try:
+        return json.loads((run_dir / "summary.json").read_text())["status"]
+    except (OSError, ValueError, KeyError):
+        return None
+
+
+@pytest.mark.slow  # ~45 s each; `make slurm-test` (-m slurm) still runs them
 @pytest.mark.skipif(not (REPO / "run.py").exists(), reason="run.py not present yet")
-def test_preempted_sweep_cell_is_requeued_and_resumes(slurm_cluster, slurm_env, tmp_path):
-    """USR2 to a running cell: the engine checkpoints, submitit requeues, the cell resumes and
-    finishes with the metrics of an uninterrupted run."""
+@pytest.mark.parametrize("signals", [("USR2",), ("TERM", "USR2")], ids=["USR2", "TERM+USR2"])
+def test_preempted_sweep_cell_is_requeued_and_resumes(signals, slurm_cluster, slurm_env, tmp_path):
+    """Signals to a running cell: the engine checkpoints, submitit requeues, the cell resumes and
+    finishes with the metrics of an uninterrupted run, and the sweep returns.
+
+    USR2 alone is Slurm's `--signal` warning before the time limit; TERM then USR2 is how
+    submitit itself simulates preemption (`SlurmJob._interrupt`): it ignores TERM and acts on USR2.
+    """
     out_dir = tmp_path / "slurm"
     run_dir = out_dir / "runs/digits/mlp6/sgdmng/batch_size=4,epochs=5/seed1"
     sweep = subprocess.Popen(
@@ -165,7 +177,8 @@ def test_preempted_sweep_cell_is_requeued_and_resumes(slurm_cluster, slurm_env, 
                   120, "the cell's first checkpoint")
         assert sweep.poll() is None, sweep.communicate()[0][-3000:]
         (job_id,) = slurm_cluster.run("squeue", "-h", "-o", "%i").stdout.split()
-        slurm_cluster.run("scancel", "--signal=USR2", job_id)
+        for name in signals:
+            slurm_cluster.run("scancel", f"--signal={name}", job_id)
         # Meanwhile, the reference: the same cell, uninterrupted, on this machine.
         reference = subprocess.run(
             [sys.executable, "run.py", *PREEMPT_ARGS, f"out_dir={tmp_path / 'local'}"],
@@ -173,7 +186,14 @@ def test_preempted_sweep_cell_is_requeued_and_resumes(slurm_cluster, slurm_env, 
             timeout=120,
         )  # fmt: skip
         assert reference.returncode == 0, reference.stderr[-3000:]
-        output, _ = sweep.communicate(timeout=180)
+        _wait_for(lambda: _status(run_dir) == "completed" or sweep.poll() is not None, 120,
+                  "the requeued cell to complete")
+        try:
+            output, _ = sweep.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
+            stale = sorted(p.name for p in (out_dir / "runs/.submitit").glob("*/*save_tmp"))
+            pytest.fail(f"the cell completed but the sweep still waits 30 s later; stale submitit "
+                        f"result dumps: {stale} (an earlier attempt was cut while returning)")
     finally:
         if sweep.poll() is None:
             sweep.kill()
