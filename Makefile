@@ -56,9 +56,10 @@ report: install
 	$(PYTHON) scripts/report.py --results $(RESULTS) $(REPORT_FLAGS)
 
 # A mini Figure 1 on the bundled digits data: MLP-6/12/18 x {SGDM, SGDMNG, Adam, AdamNG}.
+DEMO_OUT ?= results/demo
 demo: install
-	$(PYTHON) run.py experiment=demo $(ARGS)
-	$(PYTHON) scripts/report.py demo --results results/demo
+	$(PYTHON) run.py experiment=demo out_dir=$(DEMO_OUT) $(ARGS)
+	$(PYTHON) scripts/report.py demo --results $(DEMO_OUT)
 
 bench: install
 	$(PYTHON) scripts/bench_optim.py
