@@ -18,8 +18,8 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import REPO, cli_env, run_cli
 
+from conftest import REPO, cli_env, run_cli
 from experiments.loggers import WandbLogger, flatten, run_id
 
 TIMINGS = {"epoch_seconds", "samples_per_s"}  # the only metrics allowed to differ between runs
