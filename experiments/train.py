@@ -58,9 +58,17 @@ class StopRequest:
         self._previous.clear()
 
     def hand_over(self) -> None:
+        """Re-raise the signal to the previous handler, which normally ends the process.
+
+        If it returns instead (submitit's SIGTERM handler waits for the USR2 that
+        follows; SIG_IGN), the signal was not meant to end the process: training goes on,
+        watching for the next one.
+        """
+        signum, self.signum = self.signum, None
         self.__exit__()
-        if self.signum is not None:
-            signal.raise_signal(self.signum)
+        if signum is not None:
+            signal.raise_signal(signum)
+        self.__enter__()
 
 
 def _best(history: list[dict]) -> dict:
@@ -209,9 +217,11 @@ def _train(cfg: DictConfig, run_dir: Path, command: str, device: torch.device,
                         print(f"[interrupted] checkpoint at epoch {epoch}, batch {state.batch}; "
                               f"run the same command to resume: {command}")
                     status = "interrupted"
-                    result = summary("interrupted", f"stopped by signal {stop.signum}")
-                    stop.hand_over()
-                    return result
+                    summary("interrupted", f"stopped by signal {stop.signum}")
+                    stop.hand_over()            # ends the process, unless its handler declines
+                    status = "failed"
+                    summary("running")
+                    continue
                 row = {"epoch": epoch, **epoch_metrics(task, state)}
                 if not math.isfinite(row["train_loss"]):
                     raise Diverged(f"the training loss became {row['train_loss']} in epoch {epoch}")
