@@ -14,6 +14,9 @@ help:
 	@echo "make test-all   the test suite including the tests marked slow"
 	@echo "make lint       ruff"
 	@echo "make report     render every table and figure from the runs present, no training"
+	@echo "make table1     Table 1's sweep, then its table (also table2-4, figure1-3; SCALE=quick, ARGS=...)"
+	@echo "make slurm-test the real single-node Slurm tests (installs Debian's slurm-wlm + munge; root)"
+	@echo "make bench      optimizer-step and data-pipeline benchmarks"
 
 $(STAMP): pyproject.toml
 	$(PIP) install -q -e ".[suite,dev]"
@@ -60,6 +63,9 @@ DEMO_OUT ?= results/demo
 demo: install
 	$(PYTHON) run.py experiment=demo out_dir=$(DEMO_OUT) $(ARGS)
 	$(PYTHON) scripts/report.py demo --results $(DEMO_OUT)
+
+slurm-test: install
+	bash scripts/slurm_test.sh
 
 bench: install
 	$(PYTHON) scripts/bench_optim.py
