@@ -11,7 +11,7 @@ study for training deep neural network", arXiv:1707.04822.
 from bng.adagradbng import AdaGradBNG
 from bng.blocks import layer_blocks, resolve_blocks
 from bng.functional import block_norms, block_scales, scale_blocks_
-from bng.normalize import block_grad_norms, block_normalize
+from bng.normalize import block_grad_norms, block_names, block_normalize, last_block_norms
 from bng.optimizers import SGDMNG, AdaGradNG, AdamNG, build
 
 __all__ = [
@@ -20,10 +20,12 @@ __all__ = [
     "AdamNG",
     "SGDMNG",
     "block_grad_norms",
+    "block_names",
     "block_normalize",
     "block_norms",
     "block_scales",
     "build",
+    "last_block_norms",
     "layer_blocks",
     "resolve_blocks",
     "scale_blocks_",

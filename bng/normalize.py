@@ -205,14 +205,33 @@ def block_normalize(
     return optimizer
 
 
+def _normalizer(optimizer: torch.optim.Optimizer) -> BlockNormalizer:
+    normalizer = getattr(optimizer, _ATTR, None)
+    if normalizer is None:
+        raise ValueError("optimizer was not built by bng (no block normalizer attached)")
+    return normalizer
+
+
+def block_names(optimizer: torch.optim.Optimizer) -> list[str]:
+    """The optimizer's block names, in block order (the order of every (B,) norm vector)."""
+    return list(_normalizer(optimizer).plan.names)
+
+
+def last_block_norms(optimizer: torch.optim.Optimizer) -> Tensor | None:
+    """The (B,) gradient norms of the last step, before normalization; None before the first.
+
+    The same values as :func:`block_grad_norms` as one device tensor, for callers that
+    accumulate them every step (a training loop logging mean norms) without building a dict.
+    """
+    return _normalizer(optimizer).last_norms
+
+
 def block_grad_norms(optimizer: torch.optim.Optimizer) -> dict[str, Tensor]:
     """Each block's gradient norm at the last step, before normalization, on the device.
 
     Empty before the first step. Reading the values (``.item()``) is the caller's business.
     """
-    normalizer = getattr(optimizer, _ATTR, None)
-    if normalizer is None:
-        raise ValueError("optimizer was not built by bng (no block normalizer attached)")
-    if normalizer.last_norms is None:
+    norms = last_block_norms(optimizer)
+    if norms is None:
         return {}
-    return dict(zip(normalizer.plan.names, normalizer.last_norms.unbind(0), strict=True))
+    return dict(zip(block_names(optimizer), norms.unbind(0), strict=True))

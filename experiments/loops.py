@@ -72,11 +72,6 @@ def _detach(hidden):
     return None if hidden is None else tuple(h.detach() for h in hidden)
 
 
-def _block_norm_vector(optimizer: torch.optim.Optimizer) -> torch.Tensor | None:
-    norms = bng.block_grad_norms(optimizer)
-    return torch.stack(list(norms.values())).float() if norms else None
-
-
 def _forward_loss(task: Task, x: torch.Tensor, y: torch.Tensor, hidden):
     """(mean loss, logits flattened to (N, C), targets (N,), new hidden state)."""
     with _autocast(task):
@@ -116,8 +111,9 @@ def train_epoch(task: Task, epoch: int, state: EpochState, should_stop: Callable
             if task.kind == "classification":
                 state.correct += (logits.detach().argmax(-1) == targets).sum()
             state.count += n
-            norms = _block_norm_vector(task.optimizer)
+            norms = bng.last_block_norms(task.optimizer)            # (B,), on the device
             if norms is not None:
+                norms = norms.float()
                 state.norm_sum = norms if state.norm_sum is None else state.norm_sum + norms
             state.steps += 1
             state.batch += 1

@@ -17,6 +17,8 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
+import bng
+
 from . import distributed
 from .config import ConfigError, check_config, command_line, provenance, resolve_device
 from .io import RunLock, read_json, save_torch, write_json, write_jsonl, write_text
@@ -231,7 +233,7 @@ def _train(cfg: DictConfig, run_dir: Path, command: str, device: torch.device,
                 row["epoch_seconds"] = seconds
                 row["samples_per_s"] = task.data.num_train * dist.world_size / max(seconds, 1e-9)
                 if state.norm_sum is not None:
-                    names = list(_block_names(task.optimizer))
+                    names = bng.block_names(task.optimizer)
                     means = (state.norm_sum / max(state.steps, 1)).tolist()
                     row["grad_norms"] = dict(zip(names, means, strict=True))
                 history.append(row)
@@ -263,12 +265,6 @@ def _train(cfg: DictConfig, run_dir: Path, command: str, device: torch.device,
             logger.finish(status)
         if main and status in ("completed", "diverged"):
             print(f"[{status}] {run_dir}")
-
-
-def _block_names(optimizer: torch.optim.Optimizer):
-    import bng
-
-    return bng.block_grad_norms(optimizer).keys()
 
 
 def _epoch_line(row: dict, epochs: int) -> str:

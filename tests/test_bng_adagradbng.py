@@ -3,10 +3,10 @@
 
 import pytest
 import torch
-from bng_helpers import MixedDtype, assert_same_params, train, twin
 from torch import nn
 
 import bng
+from bng_helpers import MixedDtype, assert_same_params, train, twin
 
 
 def _literal_algorithm_2(blocks: dict, sums: dict, lr: float, delta: float) -> None:

@@ -2,11 +2,11 @@
 
 import pytest
 import torch
-from bng_helpers import TinyLM, mlp18
 from torch import nn
 
 import bng
 from bng.blocks import resolve_blocks
+from bng_helpers import TinyLM, mlp18
 
 
 def test_mlp18_has_17_blocks_of_weight_and_bias() -> None:

@@ -5,10 +5,10 @@ import io
 
 import pytest
 import torch
-from bng_helpers import TinyLM, assert_same_params, distance, loss_of, mlp18, train, twin
 from torch import nn
 
 import bng
+from bng_helpers import TinyLM, assert_same_params, distance, loss_of, mlp18, train, twin
 
 FACTORIES = {
     "sgdmng": lambda m: bng.SGDMNG(m, lr=0.05, momentum=0.9, weight_decay=1e-4, mode="adap"),
@@ -95,3 +95,17 @@ def test_block_normalize_wraps_a_user_optimizer_with_param_groups() -> None:
     train(model, opt, 1)
     assert torch.equal(model[0].weight, first)  # lr 0 group untouched
     assert distance(list(model[2].parameters()), before) == pytest.approx(0.1, rel=1e-5)
+
+
+def test_norm_vector_matches_the_named_norms() -> None:
+    """`last_block_norms` (one (B,) tensor, for per-step logging) equals `block_grad_norms`."""
+    model = mlp18()
+    opt = bng.AdamNG(model, lr=1e-3)
+    assert bng.last_block_norms(opt) is None and bng.block_grad_norms(opt) == {}
+    loss_of(model, 0).backward()
+    opt.step()
+    named = bng.block_grad_norms(opt)
+    assert bng.block_names(opt) == list(named) == list(bng.layer_blocks(model))
+    assert torch.equal(bng.last_block_norms(opt), torch.stack(list(named.values())))
+    with pytest.raises(ValueError, match="not built by bng"):
+        bng.last_block_norms(torch.optim.SGD(model.parameters(), lr=0.1))

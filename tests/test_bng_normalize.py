@@ -6,6 +6,10 @@ import math
 
 import pytest
 import torch
+from torch import nn
+
+import bng
+from bng.reference import normalize_blocks_reference_
 from bng_helpers import (
     MixedDtype,
     SmallCNN,
@@ -17,10 +21,6 @@ from bng_helpers import (
     train,
     twin,
 )
-from torch import nn
-
-import bng
-from bng.reference import normalize_blocks_reference_
 
 BASES = {
     "sgdm": (torch.optim.SGD, {"lr": 0.05, "momentum": 0.9, "weight_decay": 1e-3}),
