@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import math
 import sys
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -97,6 +98,7 @@ def train_epoch(task: Task, epoch: int, state: EpochState, should_stop: Callable
                leave=False, dynamic_ncols=True, file=sys.stdout,
                disable=not (show_progress and sys.stdout.isatty()))
     hidden = state.hidden
+    started = time.time() - state.seconds
     try:
         for x, y in task.data.train_batches(epoch, task.batch_size, start=state.batch):
             hidden = _detach(hidden)          # truncated BPTT: no gradient into the last window
@@ -119,11 +121,13 @@ def train_epoch(task: Task, epoch: int, state: EpochState, should_stop: Callable
             state.batch += 1
             bar.update(1)
             if state.batch % task.log_every == 0 or state.batch == total:
-                running = (state.loss_sum / state.count.clamp_min(1)).item()   # one sync
+                loss_sum, seen = torch.stack([state.loss_sum, state.count]).tolist()  # one sync
+                running = loss_sum / max(seen, 1.0)
                 if any_rank(task.dist, not math.isfinite(running), task.device):
                     raise Diverged(f"the training loss became {running} at epoch {epoch}, "
                                    f"batch {state.batch}")
-                bar.set_postfix(loss=f"{running:.4f}")
+                rate = seen * task.dist.world_size / max(time.time() - started, 1e-9)
+                bar.set_postfix({"loss": f"{running:.4f}", "samples/s": f"{rate:.0f}"})
                 stop = any_rank(task.dist, should_stop(), task.device)
             else:
                 stop = (not task.dist.enabled) and should_stop()
