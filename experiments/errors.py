@@ -10,8 +10,9 @@ from .config import ConfigError
 
 def _user_errors() -> tuple[type[BaseException], ...]:
     from .schedule import ScheduleError
+    from .train import ResumeError
 
-    errors: list[type[BaseException]] = [ConfigError, ScheduleError]
+    errors: list[type[BaseException]] = [ConfigError, ScheduleError, ResumeError]
     try:
         from data import DataError
     except ImportError:

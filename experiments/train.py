@@ -29,6 +29,10 @@ MAXIMIZE = ("test_acc", "test_top1", "test_top5")
 MINIMIZE = ("test_loss", "test_ppl")
 
 
+class ResumeError(RuntimeError):
+    """The run folder's checkpoint cannot be loaded; the message says how to go on."""
+
+
 class StopRequest:
     """Turns SIGTERM/SIGUSR2/SIGINT into a flag the loop checks between steps.
 
@@ -171,10 +175,16 @@ def _train(cfg: DictConfig, run_dir: Path, command: str, device: torch.device,
     scheduler = build_schedule(task.optimizer, cfg.schedule)
     epoch, state, history, wall_before = 1, EpochState(), [], 0.0
     if ckpt_path.exists():
-        ckpt = torch.load(ckpt_path, map_location=device, weights_only=True)
-        task.net.load_state_dict(ckpt["model"])
-        task.optimizer.load_state_dict(ckpt["optimizer"])
-        scheduler.load_state_dict(ckpt["scheduler"])
+        try:
+            ckpt = torch.load(ckpt_path, map_location=device, weights_only=True)
+            task.net.load_state_dict(ckpt["model"])
+            task.optimizer.load_state_dict(ckpt["optimizer"])
+            scheduler.load_state_dict(ckpt["scheduler"])
+        except Exception as err:   # truncated file, or a checkpoint of another config
+            raise ResumeError(
+                f"cannot resume from {ckpt_path}: {type(err).__name__}: {str(err)[:300]}. "
+                "It was written by a different config or code version, or is damaged. Delete "
+                "it to restart this run from epoch 1, or move the run folder away.") from err
         _set_rng_state(ckpt["rng"], device)
         epoch, history, wall_before = ckpt["epoch"], ckpt["history"], ckpt["wall"]
         state = EpochState(**ckpt["epoch_state"])
@@ -236,6 +246,11 @@ def _train(cfg: DictConfig, run_dir: Path, command: str, device: torch.device,
                     names = bng.block_names(task.optimizer)
                     means = (state.norm_sum / max(state.steps, 1)).tolist()
                     row["grad_norms"] = dict(zip(names, means, strict=True))
+                    dead = [name for name, mean in row["grad_norms"].items() if mean == 0.0]
+                    if dead and main:
+                        print(f"[warning] epoch {epoch}: zero gradient in every step for "
+                              f"{', '.join(dead)}; these weights did not move (a dead or unused "
+                              "layer). Normalization leaves zero gradients at zero.", flush=True)
                 history.append(row)
                 scheduler.step()
                 epoch, state = epoch + 1, EpochState()

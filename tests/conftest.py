@@ -39,3 +39,15 @@ def run_cli(*overrides: str, multirun: bool = False, timeout: float = 300, env: 
 @pytest.fixture
 def out_dir(tmp_path: Path) -> Path:
     return tmp_path / "results"
+
+
+class DeadLayerMLP(torch.nn.Module):
+    """A classifier with a layer that never takes part: its gradient is zero every step."""
+
+    def __init__(self, in_features: int, num_classes: int, **_: object):
+        super().__init__()
+        self.fc = torch.nn.Linear(in_features, num_classes)
+        self.unused = torch.nn.Linear(3, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(x) + 0.0 * self.unused.weight.sum()
