@@ -14,6 +14,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from .aggregate import cell_runs, curve_stats  # noqa: E402
 from .grids import Artifact, Cell, label  # noqa: E402
@@ -103,6 +104,7 @@ def panel(ax, artifact, runs, cells: list[Cell], series_list: list[Series], log:
     if log and len(missing) < len(cells):
         ax.set_yscale("log")
     ax.set_xlabel("epoch")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))   # epochs are whole numbers
     ax.set_ylabel(series_list[0].ylabel)
 
 
