@@ -45,8 +45,11 @@ def write_json(path: Path, obj: Any) -> None:
 
 
 def write_jsonl(path: Path, rows: list[dict]) -> None:
-    """Rewrite the whole file: it is one line per epoch, so small, and never left half-written."""
-    write_text(path, "".join(json.dumps(row, sort_keys=True) + "\n" for row in rows))
+    """Rewrite the whole file: it is one line per epoch, so small, and never left half-written.
+
+    Keys keep their order: `grad_norms` lists the blocks input to output, as the model has them.
+    """
+    write_text(path, "".join(json.dumps(row) + "\n" for row in rows))
 
 
 def read_jsonl(path: Path) -> list[dict]:

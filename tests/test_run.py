@@ -12,7 +12,9 @@ from pathlib import Path
 import pytest
 import yaml
 
+import bng
 from conftest import REPO, cli_env, run_cli
+from models import mlp
 
 RUN = ("dataset=digits", "model=mlp6", "epochs=2")
 
@@ -156,3 +158,11 @@ def test_zero_gradient_layer_is_reported(out_dir: Path):
                    f"out_dir={out_dir}", env=env)
     assert "zero gradient in every step for unused" in proc.stdout, proc.stdout
     assert "fc," not in proc.stdout.split("zero gradient")[1].split(";")[0]
+
+
+def test_grad_norms_keep_the_model_order(out_dir: Path):
+    """MLP-12 has blocks layers.0 ... layers.20: a sorted file would put layers.10 second."""
+    run_cli("dataset=digits", "model=mlp12", "epochs=1", f"out_dir={out_dir}")
+    run_dir = _run_dir(out_dir, model="mlp12", extra="epochs=1")
+    names = list(_metrics(run_dir)[0]["grad_norms"])
+    assert names == list(bng.layer_blocks(mlp(12, in_features=64)))
