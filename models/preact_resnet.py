@@ -16,11 +16,12 @@ addition. As in preresnet.lua:
 
 from __future__ import annotations
 
-import math
 from typing import Literal
 
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+from models.resnet_cifar import he_init
 
 Preact = Literal["none", "both", "residual"]
 
@@ -97,15 +98,7 @@ class PreActResNet(nn.Module):
         self.bn_final = nn.BatchNorm2d(in_channels)  # the last block's sum is not activated yet
         self.pool = nn.AdaptiveAvgPool2d(1)  # 7x7 -> 1x1 at 224x224, as Avg(7, 7)
         self.fc = nn.Linear(in_channels, num_classes)
-        for module in self.modules():
-            if isinstance(module, nn.Conv2d):
-                fan_out = module.kernel_size[0] * module.kernel_size[1] * module.out_channels
-                nn.init.normal_(module.weight, mean=0.0, std=math.sqrt(2.0 / fan_out))
-            elif isinstance(module, nn.BatchNorm2d):
-                nn.init.ones_(module.weight)
-                nn.init.zeros_(module.bias)
-            elif isinstance(module, nn.Linear):
-                nn.init.zeros_(module.bias)
+        he_init(self)
 
     def forward(self, x: Tensor) -> Tensor:
         """x: (B, 3, 224, 224) -> logits (B, num_classes)."""

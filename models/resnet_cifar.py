@@ -109,7 +109,7 @@ class CifarResNet(nn.Module):
         self.pool = nn.AdaptiveAvgPool2d(1)  # 8x8 -> 1x1 for 32x32 inputs
         self.fc = nn.Linear(64, num_classes)
         self.depth = depth
-        _he_init(self)
+        he_init(self)
 
     def forward(self, x: Tensor) -> Tensor:
         """x: (B, 3, 32, 32) -> logits (B, num_classes)."""
@@ -118,7 +118,7 @@ class CifarResNet(nn.Module):
         return self.fc(self.pool(x).flatten(1))
 
 
-def _he_init(model: nn.Module) -> None:
+def he_init(model: nn.Module) -> None:
     """fb.resnet.torch init: He-normal (fan-out) convs, BN to identity, zero Linear bias."""
     for module in model.modules():
         if isinstance(module, nn.Conv2d):
