@@ -150,21 +150,32 @@ def run(cfg: DictConfig) -> dict:
     dist, device = distributed.setup(device)
     summary_path = run_dir / "summary.json"
 
-    previous = read_json(summary_path) or {}
-    if previous.get("status") in ("completed", "diverged"):
-        if dist.is_main:
-            print(f"[skip] {previous['status']} earlier: {run_dir}  (delete the folder to rerun)")
-        return previous
     lock = RunLock(run_dir)
-    if distributed.any_rank(dist, dist.is_main and not lock.acquire(), device):
-        if dist.is_main:
-            print(f"[skip] another process is training this run right now: {run_dir}")
-        return previous
     try:
+        if (done := _finished_earlier(summary_path, dist)) is not None:
+            return done
+        if distributed.any_rank(dist, dist.is_main and not lock.acquire(), device):
+            if dist.is_main:
+                print(f"[skip] another process is training this run right now: {run_dir}")
+            return read_json(summary_path) or {}
+        # Read again under the lock: the process that held it may have finished the run.
+        if (done := _finished_earlier(summary_path, dist)) is not None:
+            return done
         return _train(cfg, run_dir, command, device, dist)
     finally:
         lock.release()
         distributed.teardown(dist)
+
+
+def _finished_earlier(summary_path: Path, dist: distributed.Dist) -> dict | None:
+    """The summary of a run that completed or diverged before; None if it is still to do."""
+    previous = read_json(summary_path) or {}
+    if previous.get("status") not in ("completed", "diverged"):
+        return None
+    if dist.is_main:
+        print(f"[skip] {previous['status']} earlier: {summary_path.parent}  "
+              "(delete the folder to rerun)")
+    return previous
 
 
 def _train(cfg: DictConfig, run_dir: Path, command: str, device: torch.device,
