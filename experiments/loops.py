@@ -73,16 +73,14 @@ def _detach(hidden):
     return None if hidden is None else tuple(h.detach() for h in hidden)
 
 
-def _forward_loss(task: Task, x: torch.Tensor, y: torch.Tensor, hidden):
-    """(mean loss, logits flattened to (N, C), targets (N,), new hidden state)."""
+def _forward(task: Task, model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, hidden):
+    """(logits flattened to (N, C) in fp32, targets (N,), new hidden state)."""
     with _autocast(task):
         if task.kind == "lm":
-            logits, hidden = task.model(x, hidden)      # (B, T, V)
+            logits, hidden = model(x, hidden)           # (B, T, V)
         else:
-            logits = task.model(x)                      # (B, C)
-    logits = logits.float().flatten(0, -2)
-    targets = y.flatten()
-    return F.cross_entropy(logits, targets), logits, targets, hidden
+            logits = model(x)                           # (B, C)
+    return logits.float().flatten(0, -2), y.flatten(), hidden
 
 
 def train_epoch(task: Task, epoch: int, state: EpochState, should_stop: Callable[[], bool],
@@ -102,7 +100,8 @@ def train_epoch(task: Task, epoch: int, state: EpochState, should_stop: Callable
     try:
         for x, y in task.data.train_batches(epoch, task.batch_size, start=state.batch):
             hidden = _detach(hidden)          # truncated BPTT: no gradient into the last window
-            loss, logits, targets, hidden = _forward_loss(task, x, y, hidden)
+            logits, targets, hidden = _forward(task, task.model, x, y, hidden)
+            loss = F.cross_entropy(logits, targets)
             task.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             task.optimizer.step()
@@ -115,8 +114,10 @@ def train_epoch(task: Task, epoch: int, state: EpochState, should_stop: Callable
             state.count += n
             norms = bng.last_block_norms(task.optimizer)            # (B,), on the device
             if norms is not None:
-                norms = norms.float()
-                state.norm_sum = norms if state.norm_sum is None else state.norm_sum + norms
+                if state.norm_sum is None:
+                    state.norm_sum = norms.float().clone()   # own buffer: added to in place
+                else:
+                    state.norm_sum.add_(norms)
             state.steps += 1
             state.batch += 1
             bar.update(1)
@@ -165,13 +166,7 @@ def evaluate(task: Task) -> dict:
     count = torch.zeros((), device=task.device)
     hidden = None
     for x, y in task.data.test_batches(task.batch_size):
-        with _autocast(task):
-            if task.kind == "lm":
-                logits, hidden = task.net(x, hidden)
-            else:
-                logits = task.net(x)
-        logits = logits.float().flatten(0, -2)
-        targets = y.flatten()
+        logits, targets, hidden = _forward(task, task.net, x, y, hidden)
         loss_sum += F.cross_entropy(logits, targets, reduction="sum")
         count += targets.numel()
         if task.kind == "classification":
