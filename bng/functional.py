@@ -92,17 +92,17 @@ def block_scales(
     """
     if mode == "none":
         return torch.ones_like(grad_norms)
-    nonzero = grad_norms > 0
-    inverse = torch.where(nonzero, grad_norms, 1.0).reciprocal()  # (B,) 1/‖g_i‖, 1 where 0
+    if mode == "clip":
+        return threshold / grad_norms.clamp(min=threshold)
+    # 1/‖g_i‖ with 1/0 = inf -> 0: two kernels, and NaN norms give 0 instead of NaN scales
+    inverse = grad_norms.reciprocal().nan_to_num_(nan=0.0, posinf=0.0)  # (B,)
     if mode == "ng":
-        return torch.where(nonzero, inverse, 0.0)
+        return inverse
     if mode == "adap":
         if weight_norms is None:
             raise ValueError("mode='adap' needs the weight norms")
         weights = torch.where(weight_norms > 0, weight_norms, 1.0)  # LARS: ‖x‖ = 0 -> 1
-        return torch.where(nonzero, alpha * weights * inverse, 0.0)
-    if mode == "clip":
-        return threshold / grad_norms.clamp(min=threshold)
+        return (alpha * weights).mul_(inverse)
     raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
 
 

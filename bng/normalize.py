@@ -10,7 +10,9 @@ gradient method: an empirical study for training deep neural network", arXiv:170
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Iterable
+from itertools import repeat
 from typing import Any
 
 import torch
@@ -53,7 +55,8 @@ class BlockNormalizer:
         self.threshold = threshold
         self.last_norms: Tensor | None = None  # (B,) gradient norms of the last step
         self.handle: Any = None
-        self._layouts: dict[tuple[int, ...] | None, _Layout] = {}  # by grad-None pattern
+        # by grad-None pattern; None is the all-present layout
+        self._layouts: dict[tuple[int, ...] | None, _Layout] = {}
 
     def __call__(self, optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
         # Fused optimizers under GradScaler get still-scaled gradients plus
@@ -68,11 +71,9 @@ class BlockNormalizer:
         ``c(g)`` is applied to ``S·g``; the fused kernel's division by S then yields
         exactly ``c(g)·g``.
         """
-        plan = self.plan
-        grads = [p.grad for p in plan.params]
-        layout = self._layout(grads)
+        layout, grads = self._gather()
         if layout is None:
-            self.last_norms = torch.zeros(plan.num_blocks, device=plan.device)
+            self.last_norms = torch.zeros(self.plan.num_blocks, device=self.plan.device)
             return self.last_norms
         norms = layout.block_norms(grads)
         if grad_scale is not None:
@@ -83,7 +84,7 @@ class BlockNormalizer:
         weight_norms = None
         if self.mode == "adap":
             with torch.no_grad():
-                weight_norms = layout.block_norms(plan.params)
+                weight_norms = layout.block_norms(layout.params)
         scales = block_scales(
             norms, self.mode, weight_norms=weight_norms, alpha=self.alpha,
             threshold=self.threshold,
@@ -91,70 +92,94 @@ class BlockNormalizer:
         layout.scale_(grads, scales)
         return norms
 
-    def _layout(self, grads: list[Tensor | None]) -> _Layout | None:
-        """The cached layout for this step's pattern of ``grad is None`` (host-side only)."""
-        present = None
-        if any(g is None for g in grads):
-            present = tuple(k for k, g in enumerate(grads) if g is not None)
-            if not present:
-                return None
+    def _gather(self) -> tuple[_Layout | None, list[Tensor]]:
+        """This step's gradients in the order of their (cached) layout; host-side only.
+
+        The common case, every gradient present, reads ``p.grad`` once per parameter in
+        the all-present layout's order. A step with some ``grad is None`` (host-visible
+        Python state, not tensor data) uses the layout cached for that pattern.
+        """
+        full = self._layouts.get(None)
+        if full is None:
+            full = self._layouts[None] = _Layout(self.plan, tuple(range(len(self.plan.params))))
+        grads = [p.grad for p in full.params]
+        if not any(map(operator.is_, grads, repeat(None))):
+            return full, grads
+        by_position = dict(zip(full.positions, grads, strict=True))
+        present = tuple(k for k in range(len(grads)) if by_position[k] is not None)
+        if not present:
+            return None, []
         layout = self._layouts.get(present)
         if layout is None:
             if len(self._layouts) > 64:  # grad-None patterns are few; never grow unbounded
-                self._layouts.clear()
-            positions = present if present is not None else tuple(range(len(grads)))
-            layout = self._layouts[present] = _Layout(self.plan, positions)
-        return layout
+                self._layouts = {None: full}
+            layout = self._layouts[present] = _Layout(self.plan, present)
+        return layout, [by_position[k] for k in layout.positions]
 
 
 class _Layout:
-    """Index tensors and buffers for one set of present gradients, built once and reused.
+    """Processing order, index tensors and buffers for one set of present gradients.
 
-    Per (device, dtype) group the tensors are ordered large first, then small 1-D ones
-    (:func:`bng.functional.is_small`): the large ones get one ``_foreach_norm``, the small
+    Built once per grad-None pattern and reused. Per (device, dtype) group the tensors are
+    ordered large first, then small 1-D ones (:func:`bng.functional.is_small`), and the
+    groups are concatenated: ``positions`` (plan indices) and ``params`` follow that order,
+    and every group is a slice of it. The large tensors get one ``_foreach_norm``, the small
     ones one ``cat`` + ``index_add_``. The per-tensor scale lives in a (P_g,) buffer whose
     0-d views are made once, so a step does not ``unbind`` P_g new tensors.
     """
 
     def __init__(self, plan: BlockPlan, present: tuple[int, ...]) -> None:
         self.plan = plan
-        self.groups = [_GroupLayout(plan, group) for group in plan.groups(present)]
+        self.groups: list[_GroupLayout] = []
+        positions: list[int] = []
+        for group in plan.groups(present):
+            self.groups.append(_GroupLayout(plan, group, start=len(positions)))
+            positions += self.groups[-1].order
+        self.positions = tuple(positions)
+        self.params = [plan.params[k] for k in positions]
 
-    def block_norms(self, tensors: list[Tensor | None] | list[Tensor]) -> Tensor:
-        """(B,) block norms of ``tensors`` (indexed like ``plan.params``)."""
+    def block_norms(self, tensors: list[Tensor]) -> Tensor:
+        """(B,) block norms of ``tensors``, given in this layout's order."""
         plan = self.plan
         squared = torch.zeros(plan.num_blocks, device=plan.device, dtype=plan.norm_dtype)
         for group in self.groups:
-            if group.large:
-                tensor_norms_add_(squared, [tensors[k] for k in group.large], group.large_index)
-            if group.small:
-                element_squares_add_(
-                    squared, [tensors[k] for k in group.small], group.element_index
-                )
+            if group.large_index is not None:
+                tensor_norms_add_(squared, tensors[group.lo:group.mid], group.large_index)
+            if group.element_index is not None:
+                element_squares_add_(squared, tensors[group.mid:group.hi], group.element_index)
         return squared.sqrt()  # (B,)
 
-    def scale_(self, grads: list[Tensor | None], scales: Tensor) -> None:
+    def scale_(self, grads: list[Tensor], scales: Tensor) -> None:
         """In place, ``g_k ← scales[block_of(k)] · g_k``: one ``_foreach_mul_`` per group."""
         for group in self.groups:
-            scales_here = scales.to(device=group.device, dtype=group.dtype, non_blocking=True)
-            torch.index_select(scales_here, 0, group.order_index, out=group.scale)  # (P_g,)
-            torch._foreach_mul_([grads[k] for k in group.order], group.scale_views)
+            here = scales
+            if group.cast:
+                here = scales.to(device=group.device, dtype=group.dtype, non_blocking=True)
+            torch.index_select(here, 0, group.order_index, out=group.scale)  # (P_g,)
+            torch._foreach_mul_(grads[group.lo:group.hi], group.scale_views)
 
 
 class _GroupLayout:
-    def __init__(self, plan: BlockPlan, group: Group) -> None:
+    """One (device, dtype) group: the slice ``[lo, hi)`` of the layout, large ones first."""
+
+    def __init__(self, plan: BlockPlan, group: Group, start: int) -> None:
         self.device, self.dtype = group.device, group.dtype
         small = [is_small(plan.params[k]) for k in group.positions]
-        self.large = [k for k, s in zip(group.positions, small, strict=True) if not s]
-        self.small = [k for k, s in zip(group.positions, small, strict=True) if s]
-        self.order = self.large + self.small
+        large = [k for k, s in zip(group.positions, small, strict=True) if not s]
+        small_ones = [k for k, s in zip(group.positions, small, strict=True) if s]
+        self.order = large + small_ones
+        self.lo, self.mid, self.hi = start, start + len(large), start + len(self.order)
         blocks = plan.block_of
         # (L,) block of each large tensor and (N,) block of each element of cat(small)
-        self.large_index = _index([blocks[k] for k in self.large], plan.device)
-        self.element_index = _index(
-            [blocks[k] for k in self.small for _ in range(plan.params[k].numel())], plan.device
+        self.large_index = _index([blocks[k] for k in large], plan.device) if large else None
+        self.element_index = (
+            _index([blocks[k] for k in small_ones for _ in range(plan.params[k].numel())],
+                   plan.device)
+            if small_ones else None
         )
         self.order_index = _index([blocks[k] for k in self.order], self.device)  # (P_g,)
+        # block arithmetic runs on plan.device in plan.norm_dtype; cast only when they differ
+        self.cast = (plan.device, plan.norm_dtype) != (self.device, self.dtype)
         self.scale = torch.zeros(len(self.order), device=self.device, dtype=self.dtype)
         self.scale_views = self.scale.unbind(0)
 

@@ -109,3 +109,32 @@ def test_norm_vector_matches_the_named_norms() -> None:
     assert torch.equal(bng.last_block_norms(opt), torch.stack(list(named.values())))
     with pytest.raises(ValueError, match="not built by bng"):
         bng.last_block_norms(torch.optim.SGD(model.parameters(), lr=0.1))
+
+
+@pytest.mark.slow  # ~5 s of Inductor compilation per mode on CPU
+@pytest.mark.parametrize("mode", ["ng", "adap", "clip"])
+def test_hook_compiles_without_graph_breaks_and_matches_eager(mode: str) -> None:
+    """The hot path is one graph: `fullgraph=True` raises on any host sync or graph break."""
+
+    def net() -> nn.Module:
+        torch.manual_seed(0)
+        return nn.Sequential(nn.Linear(8, 16), nn.BatchNorm1d(16), nn.ReLU(), nn.Linear(16, 4))
+
+    eager_model, compiled_model = net(), net()
+    eager = bng.SGDMNG(eager_model, lr=0.1, momentum=0.9, mode=mode)
+    compiled = bng.SGDMNG(compiled_model, lr=0.1, momentum=0.9, mode=mode)
+    normalizer = compiled._bng_normalizer
+    normalizer.handle.remove()
+    normalize = torch.compile(normalizer.normalize_, fullgraph=True)
+
+    def hook(optimizer: torch.optim.Optimizer, args: object, kwargs: object) -> None:
+        normalize()
+
+    compiled.register_step_pre_hook(hook)
+    x = torch.randn(32, 8)
+    for _ in range(3):
+        for model, opt in ((eager_model, eager), (compiled_model, compiled)):
+            opt.zero_grad()
+            model(x).square().mean().backward()
+            opt.step()
+    assert_same_params(eager_model, compiled_model)

@@ -7,8 +7,6 @@ is tests/test_slurm.py.
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import signal
 import struct
 import subprocess
@@ -226,8 +224,6 @@ DDP_ARGS = ("dataset=digits", "dataset.limit=1280", "model=mlp6", "optim=sgdmng"
 DDP_EXTRA = "batch_size=64,dataset.limit=1280,epochs=2"
 
 
-@pytest.mark.skipif(shutil.which("torchrun") is None and not os.path.exists(
-    os.path.join(os.path.dirname(sys.executable), "torchrun")), reason="torchrun not installed")
 def test_ddp_two_processes_match_one(tmp_path):
     """The global batch is split over 2 ranks; the loss trajectory is one process's within fp."""
     single, ddp = tmp_path / "single", tmp_path / "ddp"

@@ -114,7 +114,6 @@ def _sweep_command(out_dir: Path, partition: str) -> list[str]:
     ]  # fmt: skip
 
 
-@pytest.mark.skipif(not (REPO / "run.py").exists(), reason="run.py not present yet")
 def test_two_cell_sweep_on_slurm(slurm_cluster, slurm_env, tmp_path):
     """`python run.py -m launcher=slurm` submits both cells, waits, and both complete."""
     out_dir = tmp_path / "out"
@@ -151,7 +150,6 @@ def _status(run_dir: Path) -> str | None:
 
 
 @pytest.mark.slow  # ~45 s each; `make slurm-test` (-m slurm) still runs them
-@pytest.mark.skipif(not (REPO / "run.py").exists(), reason="run.py not present yet")
 @pytest.mark.parametrize("signals", [("USR2",), ("TERM", "USR2")], ids=["USR2", "TERM+USR2"])
 def test_preempted_sweep_cell_is_requeued_and_resumes(signals, slurm_cluster, slurm_env, tmp_path):
     """Signals to a running cell: the engine checkpoints, submitit requeues, the cell resumes and
