@@ -30,6 +30,7 @@ def _wrap(
     blocks: BlockSpec,
     alpha: float,
     threshold: float,
+    flat_grads: bool = True,
     **base_kwargs: Any,
 ) -> torch.optim.Optimizer:
     if isinstance(model, nn.Module):
@@ -38,7 +39,9 @@ def _wrap(
         resolved = resolve_blocks(None, blocks, params=list(model))
     params = [p for block in resolved.values() for p in block]
     optimizer = base(params, **base_kwargs)
-    return block_normalize(optimizer, None, mode, resolved, alpha=alpha, threshold=threshold)
+    return block_normalize(
+        optimizer, None, mode, resolved, alpha=alpha, threshold=threshold, flat_grads=flat_grads
+    )
 
 
 def SGDMNG(  # noqa: N802 - the paper's name
@@ -51,6 +54,7 @@ def SGDMNG(  # noqa: N802 - the paper's name
     blocks: BlockSpec = "layer",
     alpha: float = 0.02,
     threshold: float = 0.1,
+    flat_grads: bool = True,
     **sgd_kwargs: Any,
 ) -> torch.optim.SGD:
     """SGD with momentum on block-normalized gradients (``torch.optim.SGD`` + hook).
@@ -58,7 +62,7 @@ def SGDMNG(  # noqa: N802 - the paper's name
     Update: ``ĝ_i = c_i · g_i`` (see :func:`bng.block_normalize`), then torch's SGD:
     ``b ← μ·b + (ĝ + λ·x)``, ``x ← x − η·b``.
     """
-    return _wrap(torch.optim.SGD, model, mode, blocks, alpha, threshold,
+    return _wrap(torch.optim.SGD, model, mode, blocks, alpha, threshold, flat_grads,
                  lr=lr, momentum=momentum, weight_decay=weight_decay, **sgd_kwargs)
 
 
@@ -70,6 +74,7 @@ def AdamNG(  # noqa: N802
     blocks: BlockSpec = "layer",
     alpha: float = 0.02,
     threshold: float = 0.1,
+    flat_grads: bool = True,
     **adam_kwargs: Any,
 ) -> torch.optim.Adam:
     """Adam on block-normalized gradients (``torch.optim.Adam`` + hook).
@@ -77,7 +82,8 @@ def AdamNG(  # noqa: N802
     Update: ``ĝ_i = c_i · g_i``, then Adam: ``m ← β₁m + (1−β₁)ĝ``, ``v ← β₂v + (1−β₂)ĝ²``,
     ``x ← x − η·m̂/(√v̂ + ε)``.
     """
-    return _wrap(torch.optim.Adam, model, mode, blocks, alpha, threshold, lr=lr, **adam_kwargs)
+    return _wrap(torch.optim.Adam, model, mode, blocks, alpha, threshold, flat_grads,
+                 lr=lr, **adam_kwargs)
 
 
 def AdaGradNG(  # noqa: N802
@@ -88,6 +94,7 @@ def AdaGradNG(  # noqa: N802
     blocks: BlockSpec = "layer",
     alpha: float = 0.02,
     threshold: float = 0.1,
+    flat_grads: bool = True,
     **adagrad_kwargs: Any,
 ) -> torch.optim.Adagrad:
     """AdaGrad on block-normalized gradients (``torch.optim.Adagrad`` + hook).
@@ -95,7 +102,7 @@ def AdaGradNG(  # noqa: N802
     Update: ``ĝ_i = c_i · g_i``, then ``s ← s + ĝ²``, ``x ← x − η·ĝ/(√s + ε)``.
     Not the appendix's Algorithm 2; that is :class:`bng.AdaGradBNG`.
     """
-    return _wrap(torch.optim.Adagrad, model, mode, blocks, alpha, threshold,
+    return _wrap(torch.optim.Adagrad, model, mode, blocks, alpha, threshold, flat_grads,
                  lr=lr, **adagrad_kwargs)
 
 
@@ -118,6 +125,7 @@ def build(
     blocks: BlockSpec = "layer",
     alpha: float = 0.02,
     threshold: float = 0.1,
+    flat_grads: bool = True,
     **base_kwargs: Any,
 ) -> torch.optim.Optimizer:
     """Any base optimizer plus the block hook; what the Hydra optimizer configs target.
@@ -127,4 +135,5 @@ def build(
     ``mode="none"`` gives the plain base optimizer whose trajectory is torch's exactly, and
     still records the block norms for :func:`bng.block_grad_norms`.
     """
-    return _wrap(_resolve_class(base), model, mode, blocks, alpha, threshold, **base_kwargs)
+    return _wrap(_resolve_class(base), model, mode, blocks, alpha, threshold, flat_grads,
+                 **base_kwargs)

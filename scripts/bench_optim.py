@@ -1,10 +1,18 @@
 """Optimizer step time: bng's block-normalized optimizers against their torch base.
 
 For each parameter set (MLP-18, CIFAR ResNet-110, PTB LSTM) and each pair (SGDM/SGDMNG,
-Adam/AdamNG, AdaGrad/AdaGradNG) it times ``optimizer.step()`` on fixed gradients: the base
-torch optimizer (foreach=True), the bng version, and a naive per-parameter-loop NG hook as a
-second reference. Variants are interleaved step by step so that CPU noise from other
-processes hits all of them alike; the table reports medians and ratios to the base.
+Adam/AdamNG, AdaGrad/AdaGradNG) it times ``optimizer.step()`` on gradients that stay the
+same tensors from step to step, as with ``zero_grad(set_to_none=False)``:
+
+- ``base``: the torch optimizer (foreach=True);
+- ``NG flat``: the bng optimizer as built (after two steps its gradients are views of one
+  flat buffer, see :class:`bng.normalize.BlockNormalizer`);
+- ``NG foreach``: the bng optimizer with ``flat_grads=False``, the path taken when the
+  gradients are new tensors every step (torch's default ``zero_grad()``);
+- ``naive``: a per-parameter-loop NG hook, as a second reference.
+
+Variants are interleaved step by step so that CPU noise from other processes hits all of
+them alike; the table reports medians and ratios to the base.
 
     python3 scripts/bench_optim.py            # full run
     python3 scripts/bench_optim.py --quick    # a few seconds
@@ -82,14 +90,15 @@ def naive_ng_hook(blocks: dict[str, list[nn.Parameter]]) -> Callable:
 def make_variants(make_model: Callable[[], nn.Module], base: str) -> dict[str, Callable]:
     cls, kwargs = PAIRS[base]
     variants: dict[str, Callable] = {}
-    for kind in ("base", "bng", "naive"):
+    for kind in ("base", "flat", "foreach", "naive"):
         torch.manual_seed(0)
         model = make_model()
         for p in model.parameters():
             p.grad = torch.randn_like(p)
         params = list(model.parameters())
-        if kind == "bng":
-            opt = bng.build(model, base=cls, mode="ng", foreach=True, **kwargs)
+        if kind in ("flat", "foreach"):
+            opt = bng.build(model, base=cls, mode="ng", foreach=True,
+                            flat_grads=kind == "flat", **kwargs)
         else:
             opt = cls(params, foreach=True, **kwargs)
             if kind == "naive":
@@ -123,8 +132,9 @@ def main() -> None:
     warmup = 2 if args.quick else 10
     print(f"torch {torch.__version__}, {args.threads} thread(s), median of {repeats} steps, "
           f"interleaved; ratios are to the base torch optimizer (foreach=True)")
-    header = f"{'params':<11} {'tensors':>7} {'numel':>9}  {'optimizer':<10} " \
-             f"{'base ms':>8} {'NG ms':>8} {'NG/base':>7} {'naive ms':>9} {'naive/base':>10}"
+    header = (f"{'params':<11} {'tensors':>7} {'numel':>9}  {'optimizer':<18} {'base ms':>8} "
+              f"{'NG flat':>8} {'/base':>6} {'NG foreach':>10} {'/base':>6} "
+              f"{'naive':>8} {'/base':>6}")
     print(header)
     print("-" * len(header))
     for model_name in args.models:
@@ -132,9 +142,11 @@ def main() -> None:
         numel = sum(p.numel() for p in params)
         for base in PAIRS:
             t = time_interleaved(make_variants(MODELS[model_name], base), repeats, warmup)
-            print(f"{model_name:<11} {len(params):>7} {numel:>9}  {base + '/' + base + 'NG':<10} "
-                  f"{t['base'] * 1e3:>8.3f} {t['bng'] * 1e3:>8.3f} {t['bng'] / t['base']:>7.3f} "
-                  f"{t['naive'] * 1e3:>9.3f} {t['naive'] / t['base']:>10.3f}", flush=True)
+            ms = {k: v * 1e3 for k, v in t.items()}
+            print(f"{model_name:<11} {len(params):>7} {numel:>9}  {base + '/' + base + 'NG':<18} "
+                  f"{ms['base']:>8.3f} {ms['flat']:>8.3f} {t['flat'] / t['base']:>6.3f} "
+                  f"{ms['foreach']:>10.3f} {t['foreach'] / t['base']:>6.3f} "
+                  f"{ms['naive']:>8.3f} {t['naive'] / t['base']:>6.3f}", flush=True)
 
 
 if __name__ == "__main__":

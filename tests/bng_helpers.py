@@ -93,10 +93,11 @@ def train(
     steps: int,
     before_step: Callable[[], object] | None = None,
     first_step: int = 0,
+    set_to_none: bool = True,
 ) -> None:
     """Plain loop: zero_grad, backward, optional hook, step."""
     for step in range(first_step, first_step + steps):
-        optimizer.zero_grad()
+        optimizer.zero_grad(set_to_none=set_to_none)
         loss_of(model, step).backward()
         if before_step is not None:
             before_step()
