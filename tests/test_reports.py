@@ -260,3 +260,22 @@ def test_paper_file_parses_and_matches_the_tables_shapes():
     assert paper["table1"]["values"]["sgdmng_adap"]["resnet110"] == {"mean": 5.87, "std": 0.10}
     assert paper["table4"]["values"]["adamng"]["best_val_acc"]["mean"] == 77.11
     assert paper["table4"]["values"]["sgdm"]["best_val_acc"]["mean"] == 64.35
+    # spot checks of the transcription: a corner of each table
+    assert paper["table1"]["values"]["adam"]["resnet20"] == {"mean": 9.14}
+    assert paper["table1"]["values"]["adamclip"]["resnet110"] == {"mean": 9.96}
+    assert paper["table2"]["values"]["sgdmng_adap"]["resnet110"] == {"mean": 26.72}
+    assert paper["table2"]["values"]["adam"]["resnet20"] is None  # not in the paper's Table 2
+    assert paper["table3"]["values"]["sgdmng"] == {"top1": {"mean": 28.43}, "top5": {"mean": 9.57}}
+    assert paper["table3"]["values"]["adamng"] == {"top1": None, "top5": None}
+    assert paper["table4"]["values"]["adagrad"]["best_val_acc"]["mean"] == 69.89
+    # every table-1 cell and every table-4 cell is transcribed
+    for name in ("table1", "table4"):
+        assert all(v is not None for row in paper[name]["values"].values() for v in row.values())
+
+
+def test_unreadable_paper_file_warns_and_renders_without_it(tmp_path, capsys):
+    broken = tmp_path / "paper.yaml"
+    broken.write_text("table1: {values: [unclosed\n")
+    assert load_paper(broken) == {}
+    err = capsys.readouterr().err
+    assert "paper numbers not shown" in err and str(broken) in err and "--paper" in err

@@ -4,11 +4,13 @@ Cell text: "5.91 ± 0.12" (mean ± sample std over seeds); "5.91" for one seed; 
 seed; "div." every finished seed diverged. A partial cell keeps the number over the seeds that
 finished and says what is missing: "6.01 ± 0.20 (div. 2/5)" (2 of the 5 seeds diverged),
 "6.01 ± 0.20 (n=3/5)" (2 not finished). Bold marks the best mean of each column among the cells
-with no diverged seed. The paper's value ("n/a" where not transcribed) and ours − paper follow."""
+with no diverged seed. The paper's value ("n/a" where the paper reports none) and ours − paper
+follow."""
 
 from __future__ import annotations
 
 import math
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -41,9 +43,13 @@ class Entry:
 
 
 def load_paper(path: Path = PAPER_FILE) -> dict:
+    """The paper's numbers; a missing or unreadable file gives a warning and no paper columns."""
     try:
         return yaml.safe_load(Path(path).read_text()) or {}
-    except (OSError, yaml.YAMLError):
+    except (OSError, yaml.YAMLError) as error:
+        first_line = str(error).splitlines()[0] if str(error) else type(error).__name__
+        print(f"warning: paper numbers not shown: cannot read {path}: {first_line}. "
+              f"Fix the file or pass --paper PATH.", file=sys.stderr)
         return {}
 
 
@@ -140,7 +146,8 @@ def _note(artifact: Artifact, with_paper: bool) -> str:
     seeds = ",".join(map(str, artifact.seeds))
     scale = ("QUICK SCALE (fewer epochs, subsets, one seed): NOT comparable to the paper. "
              if artifact.scale == "quick" else "")
-    paper = (" Paper: experiments/paper_results.yaml (n/a: not transcribed); Δ = ours − paper."
+    paper = (" Paper: experiments/paper_results.yaml (n/a: the paper reports no such number); "
+             "Δ = ours − paper."
              if with_paper else "")
     return (f"{scale}Mean ± sample std (ddof=1) over seeds {seeds}; bold: best of the column "
             "among cells with no diverged seed; — no finished run; div. diverged "
