@@ -37,13 +37,17 @@ class StopRequest:
     """Turns SIGTERM/SIGUSR2/SIGINT into a flag the loop checks between steps.
 
     After the checkpoint is written, `hand_over` restores the previous handlers and raises the
-    signal again, so submitit's own handler requeues the job, or the process ends as it would have.
+    signals again, so submitit's own handler requeues the job, or the process ends as it would
+    have. Every signal that arrived is kept, in order: Python runs the handlers of signals that
+    are pending together in signal-number order, so TERM (15) and USR2 (12) sent back to back
+    (submitit's own preemption) may both be seen before the loop looks, and the USR2 that
+    requeues must not be lost behind the TERM that submitit ignores.
     """
 
     SIGNALS = (signal.SIGTERM, signal.SIGUSR2, signal.SIGINT)
 
     def __init__(self) -> None:
-        self.signum: int | None = None
+        self.received: list[int] = []
         self._previous: dict[int, object] = {}
 
     def __enter__(self) -> StopRequest:
@@ -53,10 +57,11 @@ class StopRequest:
         return self
 
     def _handle(self, signum, frame) -> None:
-        self.signum = signum
+        if signum not in self.received:
+            self.received.append(signum)
 
     def __call__(self) -> bool:
-        return self.signum is not None
+        return bool(self.received)
 
     def __exit__(self, *exc) -> None:
         for sig, handler in self._previous.items():
@@ -64,15 +69,15 @@ class StopRequest:
         self._previous.clear()
 
     def hand_over(self) -> None:
-        """Re-raise the signal to the previous handler, which normally ends the process.
+        """Re-raise the signals to the previous handlers, which normally end the process.
 
-        If it returns instead (submitit's SIGTERM handler waits for the USR2 that
-        follows; SIG_IGN), the signal was not meant to end the process: training goes on,
+        If they all return instead (submitit's SIGTERM handler waits for the USR2 that
+        follows; SIG_IGN), the signals were not meant to end the process: training goes on,
         watching for the next one.
         """
-        signum, self.signum = self.signum, None
+        received, self.received = self.received, []
         self.__exit__()
-        if signum is not None:
+        for signum in received:
             signal.raise_signal(signum)
         self.__enter__()
 
@@ -240,7 +245,8 @@ def _train(cfg: DictConfig, run_dir: Path, command: str, device: torch.device,
                         print(f"[interrupted] checkpoint at epoch {epoch}, batch {state.batch}; "
                               f"run the same command to resume: {command}")
                     status = "interrupted"
-                    summary("interrupted", f"stopped by signal {stop.signum}")
+                    names = ", ".join(signal.Signals(n).name for n in stop.received)
+                    summary("interrupted", f"stopped by {names}")
                     stop.hand_over()            # ends the process, unless its handler declines
                     status = "failed"
                     summary("running")

@@ -93,6 +93,32 @@ def test_signal_checkpoints_and_rerun_matches_uninterrupted(signum, uninterrupte
     assert summary["best"] == reference["best"]
 
 
+def test_stop_request_hands_over_every_signal_in_order():
+    """TERM and USR2 pending together run their handlers in signal-number order (USR2 first,
+    then TERM): both must reach the previous handlers, or submitit never sees the USR2 that
+    requeues (this lost a preempted Slurm cell about one time in four)."""
+    from experiments.train import StopRequest
+
+    seen: list[int] = []
+    previous = {sig: signal.signal(sig, lambda signum, frame: seen.append(signum))
+                for sig in (signal.SIGTERM, signal.SIGUSR2)}
+    try:
+        with StopRequest() as stop:
+            signal.raise_signal(signal.SIGUSR2)
+            signal.raise_signal(signal.SIGTERM)
+            signal.raise_signal(signal.SIGUSR2)  # a repeat is one request
+            assert stop() and stop.received == [signal.SIGUSR2, signal.SIGTERM]
+            assert seen == []  # nothing reached the previous handlers yet
+            stop.hand_over()  # the recording handlers return, so training would go on
+            assert seen == [signal.SIGUSR2, signal.SIGTERM]
+            assert not stop()
+            signal.raise_signal(signal.SIGTERM)  # our handler is back in place
+            assert stop.received == [signal.SIGTERM] and seen == [signal.SIGUSR2, signal.SIGTERM]
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
 # -- wandb, offline: the run files hold the config and the metrics -----------------------------
 
 
