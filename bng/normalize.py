@@ -277,6 +277,7 @@ class _FlatGrads:
             torch._foreach_copy_(self.views, grads)
         for param, view in zip(params, self.views, strict=True):
             param.grad = view
+        self.pointers = [view.data_ptr() for view in self.views]
 
     @staticmethod
     def can_hold(layout: _Layout, grads: list[Tensor]) -> bool:
@@ -287,8 +288,14 @@ class _FlatGrads:
         )
 
     def holds(self, grads: list[Tensor]) -> bool:
-        """Whether the gradients are still this buffer's views (host-side identity)."""
-        return all(map(operator.is_, grads, self.views))
+        """Whether the gradients are still this buffer's views (host-side checks only).
+
+        Identity alone is not enough: ``module.to(...)`` (a new dtype, device or memory
+        format) swaps ``p.grad.data`` and keeps the tensor object, so the addresses are
+        compared too.
+        """
+        return (all(map(operator.is_, grads, self.views))
+                and list(map(Tensor.data_ptr, grads)) == self.pointers)
 
     def block_norms(self) -> Tensor:
         """(B,) block norms: row norms (R,), squared and summed per block."""

@@ -116,6 +116,18 @@ def test_channels_last_gradients_keep_their_strides() -> None:
     assert_close_params(flat_model, foreach_model)
 
 
+def test_module_to_after_adoption_drops_the_buffer() -> None:
+    """`model.to(memory_format=...)` swaps each conv p.grad's storage but keeps the tensor
+    object: the hook must notice and stop scaling the stale buffer."""
+    flat_model, flat, foreach_model, foreach = pair(SmallCNN, "sgdm", "ng")
+    for model, opt in ((flat_model, flat), (foreach_model, foreach)):
+        train(model, opt, 3, set_to_none=False)
+        model.to(memory_format=torch.channels_last)
+        train(model, opt, 3, first_step=3, set_to_none=False)
+    assert flat_state(flat) is _OFF
+    assert_close_params(flat_model, foreach_model)
+
+
 def test_mixed_dtypes_stay_on_the_foreach_path() -> None:
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(20, 8).double(), nn.Linear(8, 5))
