@@ -121,8 +121,9 @@ class BlockNormalizer:
         keeps them between steps and autograd accumulates into them in place), every
         gradient present, one device and dtype, dense layouts. It then copies the gradients
         into the buffer once and points each ``p.grad`` at its view. If the gradients are
-        later replaced (``zero_grad(set_to_none=True)``, DDP's bucket views), the buffer is
-        dropped and the foreach path is used from then on. Host-side checks only.
+        later replaced or moved (``zero_grad(set_to_none=True)``, DDP's bucket views,
+        ``module.to(...)``), the buffer is dropped and the foreach path is used from then
+        on. Host-side checks only.
         """
         state = self._flat
         if state is _OFF or torch.compiler.is_compiling():
