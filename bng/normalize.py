@@ -284,7 +284,7 @@ class _FlatGrads:
     def can_hold(layout: _Layout, grads: list[Tensor]) -> bool:
         """One (device, dtype) group of dense strided gradients and parameters."""
         return len(layout.groups) == 1 and all(
-            g.layout == torch.strided and _dense(p) and g.shape == p.shape
+            g.layout == torch.strided and _dense(p)
             for p, g in zip(layout.params, grads, strict=True)
         )
 
