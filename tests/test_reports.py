@@ -279,3 +279,26 @@ def test_unreadable_paper_file_warns_and_renders_without_it(tmp_path, capsys):
     assert load_paper(broken) == {}
     err = capsys.readouterr().err
     assert "paper numbers not shown" in err and str(broken) in err and "--paper" in err
+
+
+def test_diagnostics_keeps_dead_layers_as_exact_zeros(tmp_path):
+    """A layer whose mean gradient norm is exactly 0 is drawn (as x below the data), not
+    silently dropped by the log axis; an unlogged value stays NaN."""
+    from scripts.reports.diagnostics import grad_norm_matrix, render_diagnostics
+
+    root = tmp_path / "results"
+    for optim in ("adam", "adamng"):
+        write_run(root, "digits", "mlp18", optim, 1, grad_norms=True)
+    path = root / "runs/digits/mlp18/adamng/default/seed1/metrics.jsonl"
+    records = [json.loads(line) for line in path.read_text().splitlines()]
+    records[-1]["grad_norms"]["layers.0"] = 0.0
+    del records[-1]["grad_norms"]["layers.1"]
+    path.write_text("".join(json.dumps(r) + "\n" for r in records))
+    runs = load_runs(root)
+    run = find_run(runs, Cell("digits", "mlp18", "adamng"), 1)
+    blocks, epochs, matrix = grad_norm_matrix(run)
+    assert blocks[:2] == ["layers.0", "layers.1"] and list(epochs) == [1, 2, 3]
+    assert matrix[-1, 0] == 0.0 and math.isnan(matrix[-1, 1]) and (matrix[:-1] > 0).all()
+    artifact = ARTIFACTS["diagnostics"].adapt(dataset="digits", seeds=(1,))
+    paths = render_diagnostics(artifact, runs, tmp_path / "out")
+    assert_image(paths[0])

@@ -20,7 +20,10 @@ from .runs import Run, is_finite_number  # noqa: E402
 
 
 def grad_norm_matrix(run: Run) -> tuple[list[str], np.ndarray, np.ndarray]:
-    """(block names in model order, epochs (E,), norms (E, L) with NaN where not logged)."""
+    """(block names in model order, epochs (E,), norms (E, L)).
+
+    NaN where not logged; 0.0 where the mean norm was exactly zero (a dead layer: in float32 a
+    saturated sigmoid's derivative rounds to 0), which a log axis cannot show by itself."""
     blocks: list[str] = []
     rows = []
     for record in run.records:
@@ -33,7 +36,7 @@ def grad_norm_matrix(run: Run) -> tuple[list[str], np.ndarray, np.ndarray]:
     for i, (_, norms) in enumerate(rows):
         for j, name in enumerate(blocks):
             value = norms.get(name)
-            if is_finite_number(value) and value > 0:
+            if is_finite_number(value) and value >= 0:
                 matrix[i, j] = value
     return blocks, np.array([epoch for epoch, _ in rows], dtype=float), matrix
 
@@ -60,6 +63,9 @@ def render_diagnostics(artifact: Artifact, runs: list[Run], out_dir: Path) -> li
             found[optim] = (run, *grad_norm_matrix(run))
     epochs = [e for (_, _, ep, _) in found.values() for e in ep]
     norm = Normalize(min(epochs, default=1), max(epochs, default=2))
+    positive = [m[m > 0] for (_, _, _, m) in found.values()]
+    smallest = min((float(p.min()) for p in positive if p.size), default=1.0)
+    floor = smallest / 30  # exact zeros are drawn as x on this line, below every real value
     for ax, optim in zip(axes[0], artifact.optims, strict=True):
         ax.set_title(f"{label(model)} on {label(dataset)}: {label(optim)}", fontsize=9)
         ax.set_xlabel("layer (input → output)")
@@ -70,8 +76,16 @@ def render_diagnostics(artifact: Artifact, runs: list[Run], out_dir: Path) -> li
         run, blocks, run_epochs, matrix = found[optim]
         depth = np.arange(1, len(blocks) + 1)
         for epoch, row in zip(run_epochs, matrix, strict=True):
-            ax.plot(depth, row, color=plt.cm.viridis(norm(epoch)), linewidth=1.0, marker=".",
-                    markersize=3)
+            color = plt.cm.viridis(norm(epoch))
+            ax.plot(depth, np.where(row > 0, row, np.nan), color=color, linewidth=1.0,
+                    marker=".", markersize=3)
+            zero = row == 0
+            ax.plot(depth[zero], np.full(int(zero.sum()), floor), linestyle="none", marker="x",
+                    markersize=4, color=color)
+        if (matrix == 0).any():
+            ax.axhline(floor, color="0.6", linewidth=0.5, linestyle=":")
+            ax.text(0.99, 0.01, "x: norm exactly 0 (dead layer), drawn below the data",
+                    transform=ax.transAxes, fontsize=6, color="0.3", ha="right", va="bottom")
         ax.set_yscale("log")
         ax.set_xticks(depth)
         ax.set_xticklabels([str(d) for d in depth], fontsize=6)
