@@ -110,7 +110,9 @@ class BlockPlan:
     ``params[k]``. Index tensors are built once per device and cached, never per step.
     """
 
-    def __init__(self, blocks: Mapping[str, Sequence[Tensor]]) -> None:
+    def __init__(
+        self, blocks: Mapping[str, Sequence[Tensor]], norm_dtype: torch.dtype | None = None
+    ) -> None:
         self.names: list[str] = list(blocks)
         self.params: list[Tensor] = []
         self.block_of: list[int] = []
@@ -127,10 +129,16 @@ class BlockPlan:
         self.num_blocks = len(self.names)
         # All block arithmetic happens on the first parameter's device, like clip_grad_norm_.
         self.device = self.params[0].device
-        # float64 norms when any parameter is float64, so double-precision models stay exact.
-        self.norm_dtype = (
+        # float64 norms when any parameter is float64, so double-precision models stay exact,
+        # or when asked: float32 squares underflow for gradient entries below ~1e-19.
+        self.norm_dtype = norm_dtype or (
             torch.float64 if any(p.dtype == torch.float64 for p in self.params) else torch.float32
         )
+        widest = max((p.dtype for p in self.params if p.dtype.is_floating_point),
+                     key=lambda d: torch.finfo(d).bits, default=self.norm_dtype)
+        if torch.finfo(self.norm_dtype).bits < torch.finfo(widest).bits:
+            raise ValueError(f"norm_dtype={self.norm_dtype} is narrower than the {widest} "
+                             "parameters; use at least their dtype (or leave it unset)")
         self._groups: dict[tuple[int, ...], list[Group]] = {}
 
     def groups(self, present: tuple[int, ...]) -> list[Group]:

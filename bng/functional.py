@@ -53,8 +53,11 @@ def block_norms(
 
 def tensor_norms_add_(squared: Tensor, tensors: Sequence[Tensor], block_index: Tensor) -> None:
     """``squared[block_index[k]] += ‖t_k‖²``: one ``_foreach_norm``, one ``index_add_``."""
-    norms = torch.stack(torch._foreach_norm(tensors))  # (P_g,)
-    norms = norms.to(device=squared.device, dtype=squared.dtype, non_blocking=True)
+    if tensors[0].dtype == squared.dtype:
+        norms = torch.stack(torch._foreach_norm(tensors))  # (P_g,)
+    else:  # accumulate in squared's dtype (float64 keeps tiny float32 gradients exact)
+        norms = torch.stack(torch._foreach_norm(tensors, dtype=squared.dtype))
+    norms = norms.to(device=squared.device, non_blocking=True)
     squared.index_add_(0, block_index, norms * norms)
 
 

@@ -31,6 +31,7 @@ def _wrap(
     alpha: float,
     threshold: float,
     flat_grads: bool = True,
+    norm_dtype: torch.dtype | str | None = None,
     **base_kwargs: Any,
 ) -> torch.optim.Optimizer:
     if isinstance(model, nn.Module):
@@ -40,7 +41,8 @@ def _wrap(
     params = [p for block in resolved.values() for p in block]
     optimizer = base(params, **base_kwargs)
     return block_normalize(
-        optimizer, None, mode, resolved, alpha=alpha, threshold=threshold, flat_grads=flat_grads
+        optimizer, None, mode, resolved, alpha=alpha, threshold=threshold, flat_grads=flat_grads,
+        norm_dtype=norm_dtype,
     )
 
 
@@ -55,6 +57,7 @@ def SGDMNG(  # noqa: N802 - the paper's name
     alpha: float = 0.02,
     threshold: float = 0.1,
     flat_grads: bool = True,
+    norm_dtype: torch.dtype | str | None = None,
     **sgd_kwargs: Any,
 ) -> torch.optim.SGD:
     """SGD with momentum on block-normalized gradients (``torch.optim.SGD`` + hook).
@@ -62,7 +65,7 @@ def SGDMNG(  # noqa: N802 - the paper's name
     Update: ``ĝ_i = c_i · g_i`` (see :func:`bng.block_normalize`), then torch's SGD:
     ``b ← μ·b + (ĝ + λ·x)``, ``x ← x − η·b``.
     """
-    return _wrap(torch.optim.SGD, model, mode, blocks, alpha, threshold, flat_grads,
+    return _wrap(torch.optim.SGD, model, mode, blocks, alpha, threshold, flat_grads, norm_dtype,
                  lr=lr, momentum=momentum, weight_decay=weight_decay, **sgd_kwargs)
 
 
@@ -75,6 +78,7 @@ def AdamNG(  # noqa: N802
     alpha: float = 0.02,
     threshold: float = 0.1,
     flat_grads: bool = True,
+    norm_dtype: torch.dtype | str | None = None,
     **adam_kwargs: Any,
 ) -> torch.optim.Adam:
     """Adam on block-normalized gradients (``torch.optim.Adam`` + hook).
@@ -82,7 +86,7 @@ def AdamNG(  # noqa: N802
     Update: ``ĝ_i = c_i · g_i``, then Adam: ``m ← β₁m + (1−β₁)ĝ``, ``v ← β₂v + (1−β₂)ĝ²``,
     ``x ← x − η·m̂/(√v̂ + ε)``.
     """
-    return _wrap(torch.optim.Adam, model, mode, blocks, alpha, threshold, flat_grads,
+    return _wrap(torch.optim.Adam, model, mode, blocks, alpha, threshold, flat_grads, norm_dtype,
                  lr=lr, **adam_kwargs)
 
 
@@ -95,6 +99,7 @@ def AdaGradNG(  # noqa: N802
     alpha: float = 0.02,
     threshold: float = 0.1,
     flat_grads: bool = True,
+    norm_dtype: torch.dtype | str | None = None,
     **adagrad_kwargs: Any,
 ) -> torch.optim.Adagrad:
     """AdaGrad on block-normalized gradients (``torch.optim.Adagrad`` + hook).
@@ -102,7 +107,7 @@ def AdaGradNG(  # noqa: N802
     Update: ``ĝ_i = c_i · g_i``, then ``s ← s + ĝ²``, ``x ← x − η·ĝ/(√s + ε)``.
     Not the appendix's Algorithm 2; that is :class:`bng.AdaGradBNG`.
     """
-    return _wrap(torch.optim.Adagrad, model, mode, blocks, alpha, threshold, flat_grads,
+    return _wrap(torch.optim.Adagrad, model, mode, blocks, alpha, threshold, flat_grads, norm_dtype,
                  lr=lr, **adagrad_kwargs)
 
 
@@ -126,6 +131,7 @@ def build(
     alpha: float = 0.02,
     threshold: float = 0.1,
     flat_grads: bool = True,
+    norm_dtype: torch.dtype | str | None = None,
     **base_kwargs: Any,
 ) -> torch.optim.Optimizer:
     """Any base optimizer plus the block hook; what the Hydra optimizer configs target.
@@ -135,5 +141,5 @@ def build(
     ``mode="none"`` gives the plain base optimizer whose trajectory is torch's exactly, and
     still records the block norms for :func:`bng.block_grad_norms`.
     """
-    return _wrap(_resolve_class(base), model, mode, blocks, alpha, threshold, flat_grads,
+    return _wrap(_resolve_class(base), model, mode, blocks, alpha, threshold, flat_grads, norm_dtype,
                  **base_kwargs)

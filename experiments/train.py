@@ -267,7 +267,10 @@ def _train(cfg: DictConfig, run_dir: Path, command: str, device: torch.device,
                     if dead and main:
                         print(f"[warning] epoch {epoch}: zero gradient in every step for "
                               f"{', '.join(dead)}; these weights did not move (a dead or unused "
-                              "layer). Normalization leaves zero gradients at zero.", flush=True)
+                              "layer). Normalization leaves zero gradients at zero. If the "
+                              "gradient is tiny rather than zero (entries below ~1e-19 square "
+                              "to 0 in float32), ++optim.norm_dtype=float64 keeps it "
+                              "normalized.", flush=True)
                 history.append(row)
                 scheduler.step()
                 epoch, state = epoch + 1, EpochState()

@@ -170,3 +170,38 @@ def test_changing_grad_none_pattern_matches_reference() -> None:
         for name, norm in expected.items():
             assert got[name].item() == pytest.approx(norm, rel=1e-5)
         assert_same_params(ours, theirs)
+
+
+@pytest.mark.parametrize("flat_grads", [False, True], ids=["foreach", "flat"])
+def test_vanishing_gradients_need_float64_norms(flat_grads: bool) -> None:
+    """Entries of 1e-30 square to 0 in float32: the block norm reads 0 and the layer is not
+    moved. With norm_dtype="float64" the block is normalized like any other; entries of 1e-42
+    (float32 subnormals) still give a finite step no longer than lr."""
+
+    def steps(norm_dtype, value: float) -> float:
+        torch.manual_seed(0)
+        model = nn.Linear(10, 10)
+        before = [p.detach().clone() for p in model.parameters()]
+        opt = bng.build(model, base=torch.optim.SGD, mode="ng", lr=0.1, flat_grads=flat_grads,
+                        norm_dtype=norm_dtype)
+        for p in model.parameters():
+            p.grad = torch.full_like(p, value)
+        for _ in range(3):  # the same gradient tensors each step: the flat path adopts them
+            for p in model.parameters():
+                p.grad.fill_(value)
+            opt.step()
+        assert all(torch.isfinite(p).all() for p in model.parameters())
+        pairs = zip(model.parameters(), before, strict=True)
+        moved = torch.cat([(p.detach() - b).flatten() for p, b in pairs])
+        return float(moved.norm())
+
+    assert steps(None, 1e-30) == 0.0                                 # the float32 limit
+    assert steps("float64", 1e-30) == pytest.approx(0.3, rel=1e-5)   # 3 steps of lr 0.1
+    assert 0.0 < steps(torch.float64, 1e-42) <= 0.3 * (1 + 1e-5)
+
+
+def test_norm_dtype_must_be_a_wide_enough_float() -> None:
+    with pytest.raises(ValueError, match="floating dtype"):
+        bng.AdamNG(nn.Linear(2, 2), norm_dtype="int64")
+    with pytest.raises(ValueError, match="narrower"):
+        bng.AdamNG(nn.Linear(2, 2).double(), norm_dtype=torch.float32)
