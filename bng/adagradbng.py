@@ -40,6 +40,7 @@ class AdaGradBNG(torch.optim.Optimizer):
         lr: η.
         delta: δ > 0.
         blocks: ``"layer"`` (default), ``"param"``, ``"global"`` or a dict.
+        norm_dtype: the dtype ``‖F'_i‖₂`` accumulates in (see :func:`bng.block_normalize`).
 
     :func:`bng.block_grad_norms` returns this optimizer's ``‖F'_i‖₂`` of the last step.
     """
@@ -50,6 +51,7 @@ class AdaGradBNG(torch.optim.Optimizer):
         lr: float = 0.01,
         delta: float = 1e-8,
         blocks: BlockSpec = "layer",
+        norm_dtype: torch.dtype | str | None = None,
     ) -> None:
         if not lr >= 0:
             raise ValueError(f"invalid lr {lr}")
@@ -59,7 +61,7 @@ class AdaGradBNG(torch.optim.Optimizer):
             resolved = resolve_blocks(model, blocks)
         else:
             resolved = resolve_blocks(None, blocks, params=list(model))
-        plan = BlockPlan(resolved)
+        plan = BlockPlan(resolved, norm_dtype=norm_dtype)
         super().__init__(plan.params, {"lr": lr, "delta": delta})
         # The normalizer is reused for its block plan and norm bookkeeping only (mode "none").
         setattr(self, _ATTR, BlockNormalizer(plan, "none"))

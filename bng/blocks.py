@@ -111,7 +111,7 @@ class BlockPlan:
     """
 
     def __init__(
-        self, blocks: Mapping[str, Sequence[Tensor]], norm_dtype: torch.dtype | None = None
+        self, blocks: Mapping[str, Sequence[Tensor]], norm_dtype: torch.dtype | str | None = None
     ) -> None:
         self.names: list[str] = list(blocks)
         self.params: list[Tensor] = []
@@ -131,6 +131,12 @@ class BlockPlan:
         self.device = self.params[0].device
         # float64 norms when any parameter is float64, so double-precision models stay exact,
         # or when asked: float32 squares underflow for gradient entries below ~1e-19.
+        if isinstance(norm_dtype, str):
+            named = getattr(torch, norm_dtype, None)
+            if not isinstance(named, torch.dtype) or not named.is_floating_point:
+                raise ValueError(f"norm_dtype must be a floating dtype such as 'float64', got "
+                                 f"{norm_dtype!r}")
+            norm_dtype = named
         self.norm_dtype = norm_dtype or (
             torch.float64 if any(p.dtype == torch.float64 for p in self.params) else torch.float32
         )

@@ -109,9 +109,17 @@ def block_scales(
     raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
 
 
+def narrow_scales(scales: Tensor, device: torch.device, dtype: torch.dtype) -> Tensor:
+    """``scales`` on the gradients' device and dtype; a factor beyond the dtype's range (1/‖g‖
+    of a float64-accumulated norm under ~3e-39) is clamped to its largest finite value."""
+    if dtype.is_floating_point and torch.finfo(dtype).max < torch.finfo(scales.dtype).max:
+        scales = scales.clamp(max=torch.finfo(dtype).max)
+    return scales.to(device=device, dtype=dtype, non_blocking=True)
+
+
 def scale_blocks_(groups: Sequence[TensorGroup], scales: Tensor) -> None:
     """In place, ``t_k ← scales[block_of(k)] · t_k`` with one ``_foreach_mul_`` per group."""
     for tensors, block_index in groups:
         per_tensor = scales.index_select(0, block_index)  # (P_g,)
-        per_tensor = per_tensor.to(device=tensors[0].device, dtype=tensors[0].dtype)
+        per_tensor = narrow_scales(per_tensor, tensors[0].device, tensors[0].dtype)
         torch._foreach_mul_(tensors, per_tensor.unbind(0))

@@ -25,6 +25,7 @@ from bng.functional import (
     block_scales,
     element_squares_add_,
     is_small,
+    narrow_scales,
     tensor_norms_add_,
 )
 
@@ -207,7 +208,7 @@ class _Layout:
         for group in self.groups:
             here = scales
             if group.cast:
-                here = _narrow(scales, group.device, group.dtype)
+                here = narrow_scales(scales, group.device, group.dtype)
             torch.index_select(here, 0, group.order_index, out=group.scale)  # (P_g,)
             torch._foreach_mul_(grads[group.lo:group.hi], group.scale_views)
 
@@ -310,17 +311,9 @@ class _FlatGrads:
 
     def scale_(self, scales: Tensor) -> None:
         """In place, every row of block i times ``scales[i]``: one broadcast ``mul_``."""
-        per_row = _narrow(scales.index_select(0, self.row_block), self.rows.device,
+        per_row = narrow_scales(scales.index_select(0, self.row_block), self.rows.device,
                           self.rows.dtype)  # (R,)
         self.rows.mul_(per_row.unsqueeze(1))
-
-
-def _narrow(scales: Tensor, device: torch.device, dtype: torch.dtype) -> Tensor:
-    """``scales`` on the gradients' device and dtype; a factor beyond the dtype's range (1/‖g‖
-    of a float64-accumulated norm under ~3e-39) is clamped to its largest finite value."""
-    if dtype.is_floating_point and torch.finfo(dtype).max < torch.finfo(scales.dtype).max:
-        scales = scales.clamp(max=torch.finfo(dtype).max)
-    return scales.to(device=device, dtype=dtype, non_blocking=True)
 
 
 def _dense(tensor: Tensor) -> bool:
@@ -391,12 +384,6 @@ def block_normalize(
         raise ValueError("the optimizer has no parameters")
     module = model if isinstance(model, nn.Module) else None
     resolved = resolve_blocks(module, blocks, params=params)
-    if isinstance(norm_dtype, str):
-        resolved_dtype = getattr(torch, norm_dtype, None)
-        if not isinstance(resolved_dtype, torch.dtype) or not resolved_dtype.is_floating_point:
-            raise ValueError(f"norm_dtype must be a floating dtype such as 'float64', got "
-                             f"{norm_dtype!r}")
-        norm_dtype = resolved_dtype
     normalizer = BlockNormalizer(
         BlockPlan(resolved, norm_dtype=norm_dtype), mode, alpha=alpha, threshold=threshold,
         flat_grads=flat_grads,

@@ -100,3 +100,19 @@ def test_rejects_bad_arguments() -> None:
         bng.AdaGradBNG(nn.Linear(2, 2), delta=0.0)
     with pytest.raises(ValueError, match="empty"):
         bng.AdaGradBNG(nn.ReLU())
+
+
+def test_norm_dtype_float64_keeps_tiny_gradients_in_the_accumulator() -> None:
+    """Entries of 1e-30: in float32 the block norm reads 0, g_t = 0 and s_t stays 0; with
+    float64 norms g_t is the unit-norm direction and s_t grows by its squares."""
+    sums = {}
+    for norm_dtype in (None, "float64"):
+        torch.manual_seed(0)
+        model = nn.Linear(4, 3)
+        opt = bng.AdaGradBNG(model, lr=0.1, norm_dtype=norm_dtype)
+        for p in model.parameters():
+            p.grad = torch.full_like(p, 1e-30)
+        opt.step()
+        sums[norm_dtype] = sum(float(opt.state[p]["sum"].sum()) for p in model.parameters())
+    assert sums[None] == 0.0
+    assert sums["float64"] == pytest.approx(1.0, rel=1e-5)  # Σ g² over one unit-norm block
