@@ -266,6 +266,8 @@ class _FlatGrads:
         first = params[0]
         self.buffer = torch.zeros(rows * row, device=first.device, dtype=first.dtype)
         self.rows = self.buffer.view(rows, row)  # (R, C)
+        # scales come in plan.norm_dtype on plan.device; cast only when they differ
+        self.cast = (plan.device, plan.norm_dtype) != (first.device, first.dtype)
         row_block = torch.empty(rows, dtype=torch.long)
         for offset, param, block in zip(offsets, params, blocks, strict=True):
             row_block[offset // row:-(-(offset + param.numel()) // row)] = block
@@ -311,8 +313,9 @@ class _FlatGrads:
 
     def scale_(self, scales: Tensor) -> None:
         """In place, every row of block i times ``scales[i]``: one broadcast ``mul_``."""
-        per_row = narrow_scales(scales.index_select(0, self.row_block), self.rows.device,
-                          self.rows.dtype)  # (R,)
+        per_row = scales.index_select(0, self.row_block)  # (R,)
+        if self.cast:
+            per_row = narrow_scales(per_row, self.rows.device, self.rows.dtype)
         self.rows.mul_(per_row.unsqueeze(1))
 
 

@@ -22,8 +22,8 @@ from .runs import Run, is_finite_number  # noqa: E402
 def grad_norm_matrix(run: Run) -> tuple[list[str], np.ndarray, np.ndarray]:
     """(block names in model order, epochs (E,), norms (E, L)).
 
-    NaN where not logged; 0.0 where the mean norm was exactly zero (a dead layer: in float32 a
-    saturated sigmoid's derivative rounds to 0), which a log axis cannot show by itself."""
+    NaN where not logged; 0.0 where the mean norm was exactly zero (a dead layer, or a gradient
+    whose squares vanish in float32 norms), which a log axis cannot show by itself."""
     blocks: list[str] = []
     rows = []
     for record in run.records:
@@ -84,7 +84,7 @@ def render_diagnostics(artifact: Artifact, runs: list[Run], out_dir: Path) -> li
                     markersize=4, color=color)
         if (matrix == 0).any():
             ax.axhline(floor, color="0.6", linewidth=0.5, linestyle=":")
-            ax.text(0.99, 0.01, "x: norm exactly 0 (dead layer), drawn below the data",
+            ax.text(0.99, 0.01, "x: norm exactly 0 (dead, or below float32 norms' range), drawn below the data",
                     transform=ax.transAxes, fontsize=6, color="0.3", ha="right", va="bottom")
         ax.set_yscale("log")
         ax.set_xticks(depth)
