@@ -16,6 +16,7 @@ from .grids import ARTIFACTS, Artifact, demo_artifacts, format_pending, pending_
 from .output import write_atomic
 from .runs import load_runs
 from .tables import load_paper, render_table
+from .targets import render_targets
 
 TARGETS = ["table1", "table2", "table3", "table4", "figure1", "figure2", "figure3",
            "diagnostics"]
@@ -83,12 +84,15 @@ def run_args(args: argparse.Namespace, artifact: Artifact) -> str:
 
 
 def render(artifact: Artifact, runs, out_dir: Path, paper: dict) -> list[Path]:
-    if artifact.name.startswith(("table", "demo_table")):
+    if artifact.name.startswith("demo_table"):  # its runs are the demo figure's
         return render_table(artifact, runs, out_dir, paper)
+    if artifact.name.startswith("table"):
+        return render_table(artifact, runs, out_dir, paper) + render_targets(artifact, runs,
+                                                                             out_dir)
     if artifact.name.endswith("diagnostics"):
         return render_diagnostics(artifact, runs, out_dir)
     kind = "figure1" if artifact.name == "demo_figure1" else None
-    return render_figure(artifact, runs, out_dir, kind)
+    return render_figure(artifact, runs, out_dir, kind) + render_targets(artifact, runs, out_dir)
 
 
 def main(argv: list[str] | None = None) -> int:
