@@ -1,5 +1,9 @@
-"""Time to target, in the spirit of AlgoPerf: how soon each optimizer reaches what its base
-optimizer reaches by the end of its run.
+"""Where each optimizer ends, and how soon it gets there (time to target, in the spirit of
+AlgoPerf), for any artifact's runs.
+
+The endpoint table gives, per cell, the final training and test loss, the best test metric, and
+how much the test loss still swings in the second half of training (the mean absolute change from
+one epoch to the next), each as mean ± std over the completed seeds.
 
 For each group of an artifact (dataset, model and sweep variant, e.g. one BPTT length) and each
 base optimizer present (SGDM, Adam, AdaGrad), two targets are set from the base's own runs:
@@ -17,6 +21,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from itertools import pairwise
 from pathlib import Path
 
 from .aggregate import SeedStats, seed_stats
@@ -136,7 +141,7 @@ def build_rows(artifact: Artifact, runs: list[Run]) -> list[dict]:
         for base in BASES:
             if not by_optim.get(base):
                 continue
-            family = [o for o in by_optim if base_of(o) == base]
+            family = [o for o in by_optim if base_of(o) == base and by_optim[o]]
             for target in targets_for(by_optim[base]):
                 base_reach = reach(by_optim[base], target)
                 for optim in family:
@@ -156,23 +161,67 @@ def build_rows(artifact: Artifact, runs: list[Run]) -> list[dict]:
     return rows
 
 
+def _wiggle(run: Run) -> float | None:
+    """Mean |test_loss(e) - test_loss(e-1)| over the second half of the epochs."""
+    if "test_loss" not in run.metrics:
+        return None
+    values = run.metrics["test_loss"].tolist()
+    half = values[len(values) // 2:]
+    steps = [abs(b - a) for a, b in pairwise(half) if math.isfinite(a) and math.isfinite(b)]
+    return sum(steps) / len(steps) if steps else None
+
+
+def endpoint_rows(artifact: Artifact, runs: list[Run]) -> list[dict]:
+    """One row per cell with completed seeds: where its curves end, mean ± std over seeds."""
+    rows = []
+    for (dataset, model, overrides), cells in _groups(artifact).items():
+        variant = ", ".join(f"{k}={v}" for k, v in overrides) or "-"
+        for cell in cells:
+            done = _finished(runs, cell, artifact.seeds)
+            if not done:
+                continue
+            found = eval_column(done)
+            best = ([run.metrics[found[0]].max() if found[1] else run.metrics[found[0]].min()
+                     for run in done] if found else [])
+            rows.append({
+                "dataset": label(dataset), "model": label(model), "variant": variant,
+                "optimizer": label(cell.optim), "seeds": str(len(done)),
+                "epochs": str(int(max(run.metrics["epoch"].max() for run in done))),
+                "final train_loss": _mean_std(seed_stats(
+                    run.metrics["train_loss"].iloc[-1] for run in done), 4),
+                "final test_loss": _mean_std(seed_stats(
+                    run.metrics["test_loss"].iloc[-1] for run in done
+                    if "test_loss" in run.metrics), 4),
+                "best test": (f"{found[0]} {_mean_std(seed_stats(best), 4)}" if found else "-"),
+                "test_loss swing": _mean_std(seed_stats(_wiggle(run) for run in done), 4),
+            })
+    return rows
+
+
+ENDPOINT_COLUMNS = ("dataset", "model", "variant", "optimizer", "seeds", "epochs",
+                    "final train_loss", "final test_loss", "best test", "test_loss swing")
 COLUMNS = ("dataset", "model", "variant", "target", "optimizer", "epochs", "seconds", "reached",
            "speed-up")
 
 
-def to_markdown(artifact: Artifact, rows: list[dict]) -> str:
-    lines = [f"# Time to target: {artifact.title}", "",
-             "Epochs and wall-clock seconds until each optimizer first reaches the level its base "
+def _markdown_table(columns: tuple[str, ...], rows: list[dict]) -> list[str]:
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    return lines + ["| " + " | ".join(str(row[c]) for c in columns) + " |" for row in rows]
+
+
+def to_markdown(artifact: Artifact, rows: list[dict], ends: list[dict]) -> str:
+    lines = [f"# {artifact.title}: where each optimizer ends, and how soon", "",
+             "## Endpoints", "",
+             "Mean ± std over the completed seeds. `test_loss swing`: the mean absolute change of "
+             "the test loss from one epoch to the next over the second half of training.", ""]
+    lines += _markdown_table(ENDPOINT_COLUMNS, ends) if ends else ["No completed runs yet."]
+    lines += ["", "## Time to target", "",
+              "Epochs and wall-clock seconds until each optimizer first reaches the level its base "
              "optimizer reaches (mean ± std over the seeds that reach it; `reached` counts them). "
              "`speed-up` is the base's epochs over the optimizer's. Seconds are summed "
              "`epoch_seconds` (training and evaluation) on the machine that ran each seed.", ""]
-    if not rows:
-        lines.append("No completed base-optimizer runs yet: no targets to set.")
-        return "\n".join(lines) + "\n"
-    lines.append("| " + " | ".join(COLUMNS) + " |")
-    lines.append("|" + "---|" * len(COLUMNS))
-    for row in rows:
-        lines.append("| " + " | ".join(str(row[c]) for c in COLUMNS) + " |")
+    lines += (_markdown_table(COLUMNS, rows) if rows
+              else ["No completed base-optimizer runs yet: no targets to set."])
     return "\n".join(lines) + "\n"
 
 
@@ -185,8 +234,9 @@ def to_csv(rows: list[dict]) -> str:
 
 
 def render_targets(artifact: Artifact, runs: list[Run], out_dir: Path) -> list[Path]:
-    """`<out>/tables/<artifact>_targets.md` and `.csv`, beside the artifact's own outputs."""
-    rows = build_rows(artifact, runs)
+    """`<out>/tables/<artifact>_targets.md` (endpoints and time to target) and `.csv` (time to
+    target), beside the artifact's own outputs."""
+    rows, ends = build_rows(artifact, runs), endpoint_rows(artifact, runs)
     stem = Path(out_dir) / "tables" / f"{artifact.name}_targets"
-    return [write_atomic(stem.with_suffix(".md"), to_markdown(artifact, rows)),
+    return [write_atomic(stem.with_suffix(".md"), to_markdown(artifact, rows, ends)),
             write_atomic(stem.with_suffix(".csv"), to_csv(rows))]
