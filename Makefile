@@ -74,7 +74,7 @@ bench: install
 
 # --- the CPU reproduction (docs/reproduction/REPRODUCTION.md) -----------------------------------
 # Figure 1, Table 4 and Figure 3 on a data root of real files, seeds 1-3, with the cuts that
-# document states (Table 4: 10 of 150 epochs; Figure 3: BPTT 40 only, 5 epochs). Runs already in
+# document states (Table 4: 10 of 150 epochs; Figure 3: BPTT 40 only, 3 epochs). Runs already in
 # $(REPRO) are skipped, so re-running it only re-renders. DATA is the data root; the samples in
 # a checkout's shared/data become one with `python shared/data/make-data-root.py DIR`. Their
 # MNIST and PTB files are subsets, hence dataset.verify_md5=false. With the official data sets
@@ -84,7 +84,7 @@ REPRO      ?= docs/reproduction
 REPRO_ARGS ?= dataset.verify_md5=false
 RT_EPOCHS  ?= 10
 PTB_BPTT   ?= 40
-PTB_EPOCHS ?= 5
+PTB_EPOCHS ?= 3
 REPRO_RUN  := $(PYTHON) run.py seed=1,2,3 data_root=$(DATA) out_dir=$(REPRO) $(REPRO_ARGS)
 
 .PHONY: reproduce-cpu

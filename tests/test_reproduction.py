@@ -1,0 +1,27 @@
+"""The published CPU reproduction (docs/reproduction/): its tables are exactly what the report
+renders from its committed run files, so a change to the report code, or to a run file, that
+would change a published number fails here."""
+
+from __future__ import annotations
+
+import filecmp
+from pathlib import Path
+
+import pytest
+
+from scripts.reports import cli
+
+REPRO = Path(__file__).resolve().parent.parent / "docs" / "reproduction"
+TARGETS = ("figure1", "table4", "figure3", "diagnostics")
+
+
+@pytest.mark.skipif(not (REPRO / "runs").is_dir(), reason="no published run files")
+def test_published_tables_re_render_byte_identical(tmp_path):
+    assert cli.main([*TARGETS, "--results", str(REPRO), "--out", str(tmp_path),
+                     "--seeds", "1,2,3"]) == 0
+    published = sorted(p.name for p in (REPRO / "tables").iterdir())
+    rendered = sorted(p.name for p in (tmp_path / "tables").iterdir())
+    assert published == rendered
+    match, mismatch, errors = filecmp.cmpfiles(REPRO / "tables", tmp_path / "tables", published,
+                                               shallow=False)
+    assert not mismatch and not errors, f"re-rendered tables differ: {mismatch + errors}"
