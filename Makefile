@@ -15,6 +15,8 @@ help:
 	@echo "make lint       ruff"
 	@echo "make report     render every table and figure from the runs present, no training"
 	@echo "make table1     Table 1's sweep, then its table (also table2-4, figure1-3; SCALE=quick, ARGS=...)"
+	@echo "make tune_clip_threshold  a holdout search of the paper (also tune_adam_lr, tune_adap_alpha)"
+	@echo "make ablation_bn_blocks   the other reading of an open choice (docs/PROTOCOL.md lists all)"
 	@echo "make slurm-test the real single-node Slurm tests (installs Debian's slurm-wlm + munge; root)"
 	@echo "make bench      optimizer-step and data-pipeline benchmarks"
 	@echo "make reproduce-cpu DATA=...  the CPU reproduction of Figure 1, Table 4 and Figure 3 on real data"
@@ -38,22 +40,30 @@ lint: install
 # `make table1` runs Table 1's whole sweep (completed runs are skipped, interrupted ones resume),
 # then renders it. SCALE=quick runs the CPU-sized version into results/quick/ instead.
 # Extra Hydra overrides go in ARGS, e.g. make table1 ARGS="launcher=slurm".
+# The tuning sweeps (the paper's holdout searches) and the ablations (the other reading of each
+# open choice, docs/PROTOCOL.md) work the same way. An artifact's sweeps are the experiment
+# configs `scripts/report.py --sweeps <artifact>` names (Table 3: table3_adam and table3).
 ARTIFACTS := figure1 figure2 figure3 table1 table2 table3 table4
+TUNING    := tune_adam_lr tune_clip_threshold tune_adap_alpha
+ABLATIONS := ablation_bn_blocks ablation_clip_global ablation_imagenet_decay \
+             ablation_adagrad_mlp ablation_adagrad_rt
 ifeq ($(SCALE),quick)
-  EXPERIMENT_SUFFIX := _quick
   RESULTS := results/quick
   REPORT_FLAGS := --scale quick
 else ifeq ($(SCALE),full)
-  EXPERIMENT_SUFFIX :=
   RESULTS := results
   REPORT_FLAGS :=
 else
   $(error SCALE must be 'full' or 'quick', got '$(SCALE)')
 endif
 
-.PHONY: $(ARTIFACTS) slurm-test bench
-$(ARTIFACTS): install
-	$(PYTHON) run.py experiment=$@$(EXPERIMENT_SUFFIX) $(ARGS)
+.PHONY: $(ARTIFACTS) $(TUNING) $(ABLATIONS) slurm-test bench
+$(ARTIFACTS) $(TUNING) $(ABLATIONS): install
+	@set -e; sweeps="$$($(PYTHON) scripts/report.py --sweeps $@ $(REPORT_FLAGS))"; \
+	for sweep in $$sweeps; do \
+	  echo "$(PYTHON) run.py experiment=$$sweep $(ARGS)"; \
+	  $(PYTHON) run.py experiment=$$sweep $(ARGS); \
+	done
 	$(PYTHON) scripts/report.py --results $(RESULTS) --only $@ $(REPORT_FLAGS)
 
 report: install

@@ -271,6 +271,17 @@ def _read_cifar_pickle(path: Path, md5: str | None, label_key: str, fix: str):
     return x, y
 
 
+def holdout_split(x: torch.Tensor, y: torch.Tensor, holdout, name: str):
+    """(x_train, y_train, x_held, y_held): `holdout` training images set aside, the same ones for
+    every run seed (a permutation seeded with SUBSET_SEED), each part in its original order."""
+    if isinstance(holdout, bool) or not isinstance(holdout, int) or not 0 < holdout < len(x):
+        raise DataError(f"dataset.holdout={holdout!r}: must be a whole number of training images "
+                        f"between 1 and {len(x) - 1} ({name} has {len(x)}); the paper's is 5000.")
+    perm = torch.randperm(len(x), generator=torch.Generator().manual_seed(SUBSET_SEED))
+    keep, held = perm[:-holdout].sort().values, perm[-holdout:].sort().values
+    return x[keep], y[keep], x[held], y[held]
+
+
 def load_cifar(cfg, root, download, device, seed, rank=0, world_size=1) -> DeviceDataset:
     """CIFAR-10/100 50k/10k (45k/5k with `holdout: 5000`), normalized per channel; training
     batches get the fb.resnet.torch crop and flip."""
@@ -293,11 +304,9 @@ def load_cifar(cfg, root, download, device, seed, rank=0, world_size=1) -> Devic
     x_train = torch.cat([x for x, _ in train_parts])
     y_train = torch.cat([y for _, y in train_parts])
     x_test, y_test = parts[-1]
-    holdout = int(cfg_get(cfg, "holdout", 0))
+    holdout = cfg_get(cfg, "holdout", None)
     if holdout:  # the paper's tuning split: a fixed 5,000 training images become the test split
-        perm = torch.randperm(len(x_train), generator=torch.Generator().manual_seed(SUBSET_SEED))
-        keep, held = perm[:-holdout].sort().values, perm[-holdout:].sort().values
-        x_test, y_test, x_train, y_train = x_train[held], y_train[held], x_train[keep], y_train[keep]
+        x_train, y_train, x_test, y_test = holdout_split(x_train, y_train, holdout, name)
     mean, std = (torch.tensor(v, device=device).view(1, 3, 1, 1) / 255.0 for v in CIFAR_STATS[name])
     scale, shift = 1.0 / (255.0 * std), -mean / std
 

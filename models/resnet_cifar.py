@@ -1,7 +1,8 @@
 """CIFAR ResNet-20/32/44/56/110 (He et al. 2016a, "Deep Residual Learning", section 4.2),
 as implemented in fb.resnet.torch (``models/resnet.lua``, ``dataset == 'cifar10'`` branch).
 
-Used by Yu et al. (arXiv 1707.04822), Table 6: 0.27M, 0.46M, 0.66M, 0.85M and 1.7M params.
+Used by Yu et al. (arXiv 1707.04822) for Tables 1-2; He et al.'s Table 6 gives 0.27M, 0.46M, 0.66M, 0.85M
+and 1.7M params.
 
 Layout for depth = 6n + 2: a 3x3 conv (16 maps) -> BN -> ReLU, then 3 stages of n basic blocks
 with 16, 32 and 64 maps (the first block of stages 2 and 3 has stride 2), then global average

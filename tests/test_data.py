@@ -13,7 +13,7 @@ import yaml
 from data import DataError, build_dataset, default_data_root
 from data.common import atomic_torch_save, load_cache
 from data.text import clean_str
-from data.vision import CIFAR_STATS
+from data.vision import CIFAR_STATS, holdout_split
 from tests.data_fixtures import (
     FIXTURE_CFG,
     PTB_TRAIN,
@@ -220,9 +220,20 @@ def test_ddp_shards_are_disjoint(tmp_path):
 
 
 def test_cifar_holdout(tmp_path):
+    """The paper's tuning split: fixed held-out training images replace the test split."""
     make_cifar(tmp_path, n_train=100, n_test=20)
     ds = build_dataset(cfg("cifar10", holdout=30), root=tmp_path, seed=0)
     assert (ds.num_train, ds.num_test) == (70, 30)
+    x, y = torch.arange(100).view(100, 1), torch.arange(100)
+    x_train, y_train, x_held, y_held = holdout_split(x, y, 30, "cifar10")
+    assert len(set(y_held.tolist())) == 30 and not set(y_held.tolist()) & set(y_train.tolist())
+    assert sorted(y_train.tolist() + y_held.tolist()) == list(range(100))
+    assert y_held.tolist() == sorted(y_held.tolist()) and (x_held[:, 0] == y_held).all()
+    assert holdout_split(x, y, 30, "cifar10")[3].tolist() == y_held.tolist()  # every run, every seed
+    assert not torch.equal(y_held, torch.arange(70, 100))                   # not just the tail
+    for bad in (100, 0.5, True, -3):
+        with pytest.raises(DataError, match="dataset.holdout"):
+            build_dataset(cfg("cifar10", holdout=bad), root=tmp_path, seed=0)
 
 
 def test_cifar_missing_and_corrupt(tmp_path):

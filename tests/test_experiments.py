@@ -1,33 +1,39 @@
-"""Every paper-artifact sweep: its grid is the paper's, and each distinct cell trains on fixtures.
+"""Every experiment sweep: its grid is the paper's, the reports read the grid Hydra runs, and
+each distinct cell trains on fixtures.
 
 In the spirit of `experiment=glob(*)`: each experiment config is composed the way Hydra's
-multirun composes it, every cell's config is checked, and one or two steps of each distinct
-(dataset, model, optimizer, extra) cell run through the real engine on tiny fixture files.
+multirun composes it, checked against the paper's own grids and searched values
+(experiments/paper_results.yaml), and one or two steps of each distinct (dataset, model,
+optimizer, extra) cell run through the real engine on tiny fixture files. No grid is restated
+here: the sweeps are read from configs/experiment/.
 """
 
 from __future__ import annotations
 
+import functools
 import itertools
 import json
 from pathlib import Path
 
 import pytest
+import yaml
 from hydra import compose, initialize_config_dir
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, open_dict
+from torch import nn
 
 from conftest import REPO
 from data_fixtures import make_cifar, make_imagenet, make_mnist, make_ptb, make_rt
 from experiments.config import check_config
 from experiments.train import run
+from scripts.reports.grids import ARTIFACTS
+from scripts.reports.sweeps import config_default, experiment_names, read_sweep
 
-EXPERIMENTS = {  # artifact -> number of cells in the paper's grid
-    "figure1": 3 * 6, "figure2": 2 * 8, "figure3": 3 * 6, "table1": 5 * 8 * 5,
-    "table2": 5 * 8 * 5, "table3": 4, "table4": 6, "demo": 3 * 4,
-}
-ALL_OPTIMS = {"adam", "adamclip", "adamng", "adamng_adap", "sgdm", "sgdmclip", "sgdmng",
-              "sgdmng_adap"}
-SIX = {"sgdm", "sgdmng", "adagrad", "adagradng", "adam", "adamng"}
+PAPER = yaml.safe_load((REPO / "experiments" / "paper_results.yaml").read_text())
+# The paper's artifacts first, then the tuning and ablation sweeps (the order cells are tested in).
+SWEEPS = sorted((name for name in experiment_names() if not name.endswith("_quick")),
+                key=lambda name: (name.startswith(("tune_", "ablation_")), name))
+FIXTURE_HOLDOUT = "4"  # of the 10 fixture training images (the real sweeps hold out 5000)
 
 
 def _compose(overrides: list[str]) -> DictConfig:
@@ -35,12 +41,13 @@ def _compose(overrides: list[str]) -> DictConfig:
         return compose("config", overrides=overrides, return_hydra_config=True)
 
 
-def sweep_params(experiment: str) -> tuple[str, dict[str, list[str]]]:
-    """(the experiment's own dataset, its sweeper params as value lists)."""
+@functools.cache
+def sweep_params(experiment: str) -> tuple[DictConfig, dict[str, list[str]]]:
+    """(the composed experiment, its sweeper params as value lists), as Hydra sees them."""
     cfg = _compose([f"experiment={experiment}"])
     assert cfg.hydra.mode.name == "MULTIRUN"           # `python run.py experiment=X` sweeps
     params = cfg.hydra.sweeper.params
-    return cfg.dataset.name, {k: str(params[k]).split(",") for k in params}
+    return cfg, {k: str(params[k]).split(",") for k in params}
 
 
 def sweep_cells(experiment: str, skip: tuple[str, ...] = ()) -> list[list[str]]:
@@ -51,29 +58,93 @@ def sweep_cells(experiment: str, skip: tuple[str, ...] = ()) -> list[list[str]]:
             for combo in itertools.product(*(params[k] for k in keys))]
 
 
-def test_experiment_files_are_the_tested_ones():
-    on_disk = {p.stem for p in (REPO / "configs/experiment").glob("*.yaml")}
-    assert on_disk - {f"{name}_quick" for name in EXPERIMENTS} == set(EXPERIMENTS)
+def test_every_sweep_has_a_quick_version_with_its_grid():
+    names = set(experiment_names())
+    quick = {n for n in names if n.endswith("_quick")}
+    assert {n.removesuffix("_quick") for n in quick} == set(SWEEPS) - {"demo"}
+    for name in quick:   # the same grid, one seed at most
+        small, full = read_sweep(name), read_sweep(name.removesuffix("_quick"))
+        assert small.groups == full.groups
+        assert {k: v for k, v in small.params.items() if k != "seed"} == \
+            {k: v for k, v in full.params.items() if k != "seed"}
+        assert len(small.params.get("seed", ("1",))) == 1
 
 
-@pytest.mark.parametrize("experiment", sorted(EXPERIMENTS))
-def test_grid_matches_the_paper(experiment: str):
-    dataset, params = sweep_params(experiment)
-    assert len(sweep_cells(experiment)) == EXPERIMENTS[experiment]
-    optims = set(params["optim"])
-    if experiment in ("table1", "table2", "figure2"):
-        assert optims == ALL_OPTIMS
-    if experiment in ("table1", "table2"):
-        assert params["seed"] == ["1", "2", "3", "4", "5"]
-        assert params["model"] == ["resnet20", "resnet32", "resnet44", "resnet56", "resnet110"]
-    if experiment in ("figure1", "figure3", "table4"):
-        assert optims == SIX
-    if experiment == "table3":
-        assert optims == {"adam", "adamng", "sgdm", "sgdmng"} and dataset == "imagenet"
-    if experiment == "figure3":
-        assert params["dataset.bptt"] == ["40", "400", "1000"] and dataset == "ptb"
-    # one composed cell: the overrides resolve to a config that passes the engine's checks
-    check_config(_compose(sweep_cells(experiment)[-1]))
+@pytest.mark.parametrize("experiment", SWEEPS)
+def test_reports_read_the_grid_hydra_runs(experiment: str):
+    """scripts/reports/sweeps.py reads the YAML itself; it must see what Hydra composes."""
+    cfg, params = sweep_params(experiment)
+    sweep = read_sweep(experiment)
+    assert {k: list(v) for k, v in sweep.params.items()} == params
+    for group in ("dataset", "model", "optim"):
+        assert sweep.groups[group] == cfg[group].name, group
+    check_config(_compose(sweep_cells(experiment)[-1]))   # one cell resolves and passes checks
+
+
+def _floats(values) -> list[float]:
+    return [float(v) for v in values]
+
+
+def test_table_sweeps_train_the_papers_rows_and_columns():
+    for name in ("table1", "table2", "table3", "table4"):
+        table, artifact = PAPER[name], ARTIFACTS[name]
+        assert sorted(artifact.optims) == sorted(table["rows"]), name
+        assert all(len(g.seeds) == table["runs"] for g in artifact.grids), name
+        assert {d for g in artifact.grids for d in g.datasets} == {artifact.datasets[0]}
+    for name in ("table1", "table2"):
+        assert list(ARTIFACTS[name].models) == PAPER[name]["columns"]
+    assert ARTIFACTS["table3"].models == ("preact_resnet34",)
+    # Table 3's Adam rows search the paper's learning rates
+    adam = read_sweep("table3_adam")
+    assert _floats(adam.params["optim.lr"]) == PAPER["tuning"]["imagenet_adam_lr"]["searched"]
+
+
+def test_figure_sweeps_cover_the_papers_grids():
+    for name, spec in PAPER["figures"].items():
+        sweep = read_sweep(name)
+        for key, values in spec.items():
+            key = key.removesuffix("s") if key in ("models", "datasets", "optims") else key
+            assert [str(v) for v in values] == list(sweep.values(key)), (name, key)
+
+
+@pytest.mark.parametrize("sweep,key,entry", [
+    ("tune_adam_lr", "optim.lr", "adam_lr"),
+    ("tune_clip_threshold", "optim.threshold", "clip_threshold"),
+    ("tune_adap_alpha", "optim.alpha", "adap_alpha"),
+    ("ablation_clip_global", "optim.threshold", "clip_threshold"),
+])
+def test_tuning_sweeps_search_the_papers_values_on_the_holdout(sweep, key, entry):
+    spec = read_sweep(sweep)
+    assert _floats(spec.params[key]) == PAPER["tuning"][entry]["searched"]
+    assert spec.params["dataset.holdout"] == ("5000",)
+    assert spec.values("model") == ("resnet56",)
+    if sweep != "ablation_clip_global":
+        assert spec.values("dataset") == ("cifar10", "cifar100")
+    # the paper's pick is the configs' default
+    for optim in spec.values("optim"):
+        assert float(config_default("optim", optim, key.removeprefix("optim."))) == \
+            PAPER["tuning"][entry]["best"]
+
+
+def test_imagenet_decay_readings():
+    """Default: the lr decays to about 0.001; the ablation: a total factor of 0.001."""
+    gamma = float(config_default("dataset", "imagenet", "train.schedule.gamma"))
+    epochs = config_default("dataset", "imagenet", "train.epochs")
+    lr = config_default("optim", "sgdm", "lr")
+    assert lr * gamma ** epochs == pytest.approx(0.001, rel=1e-3)
+    other = float(read_sweep("ablation_imagenet_decay").params["dataset.train.schedule.gamma"][0])
+    assert other ** epochs == pytest.approx(0.001, rel=1e-12)
+
+
+@pytest.mark.parametrize("dataset,nesterov", [
+    ("cifar10", True), ("cifar100", True), ("imagenet", True),
+    ("mnist", None), ("ptb", None), ("rt", None), ("digits", None)])
+def test_sgd_is_fb_resnet_torchs_on_the_resnets_only(dataset, nesterov):
+    for optim in ("sgdm", "sgdmng", "sgdmng_adap", "sgdmclip"):
+        cfg = _compose([f"dataset={dataset}", f"optim={optim}"])
+        assert cfg.optim.nesterov is nesterov, optim
+        assert cfg.optim.get("dampening") is None          # torch's default, 0, as fb.resnet.torch
+    assert "nesterov" not in _compose([f"dataset={dataset}", "optim=adam"]).optim
 
 
 @pytest.fixture(scope="module")
@@ -88,25 +159,65 @@ def fixture_root(tmp_path_factory) -> Path:
     return root
 
 
+def _has_conv_bn_blocks() -> bool:
+    from bng.blocks import resolve_blocks
+    try:
+        resolve_blocks(nn.Sequential(nn.Conv2d(1, 1, 1, bias=False), nn.BatchNorm2d(1)), "conv_bn")
+    except (ValueError, TypeError, KeyError):
+        return False
+    return True
+
+
+NEEDS_CONV_BN = pytest.mark.skipif(not _has_conv_bn_blocks(),
+                                   reason="needs bng's blocks='conv_bn' (BatchNorm folded)")
+
+
+def _hyperparameter(override: str) -> bool:
+    """A numeric optimizer or schedule value: another value trains the same code."""
+    key, _, value = override.partition("=")
+    try:
+        float(value)
+    except ValueError:
+        return False
+    return key.startswith(("optim.", "dataset.train."))
+
+
 def _distinct_cells() -> list:
     """One cell per distinct (dataset, model, optimizer, extra): seeds train the same code.
 
-    The default run trains every optimizer with the sweep's first model (or BPTT, ...) and the
-    first optimizer with every other value; the rest of the grid is marked slow.
+    The default run trains every optimizer with the sweep's first values, and the first
+    optimizer with each other value of one key at a time; a cell that differs from one already
+    in the default run only by numeric optimizer or schedule values (a learning rate, a
+    threshold, a decay) trains the same code, so it is marked slow like the rest of the grid.
     """
-    seen, cells = set(), []
-    for experiment in sorted(EXPERIMENTS):
-        dataset, params = sweep_params(experiment)
+    seen, lean_code, cells = set(), set(), []
+    for experiment in SWEEPS:
+        cfg, params = sweep_params(experiment)
         firsts = {f"{k}={v[0]}" for k, v in params.items()}
+        found = []
         for cell in sweep_cells(experiment, skip=("seed",)):
-            key = tuple(sorted(o for o in cell[1:] if not o.startswith("dataset=")))
-            key = (next((o[8:] for o in cell if o.startswith("dataset=")), dataset), *key)
+            given = dict(o.split("=", 1) for o in cell[1:])
+            dataset = given.pop("dataset", cfg.dataset.name)
+            model = given.pop("model", cfg.model.name)
+            key = (dataset, model, *sorted(f"{k}={v}" for k, v in given.items()))
             if key in seen:
                 continue
             seen.add(key)
-            others = [o for o in cell[1:] if not o.startswith("optim=")]
-            lean = all(o in firsts for o in others) or f"optim={params['optim'][0]}" in cell
-            marks = () if lean else (pytest.mark.slow,)
+            code = tuple(o for o in key if not _hyperparameter(o))
+            others = [o for o in cell[1:] if not o.startswith("optim=") and o not in firsts]
+            first_optim = f"optim={params['optim'][0]}" in cell
+            lean = (not others or (first_optim and len(others) == 1
+                                   and not _hyperparameter(others[0])))
+            lean = lean and code not in lean_code
+            if lean:
+                lean_code.add(code)
+            found.append([cell, lean])
+        if found and not any(lean for _, lean in found):
+            found[0][1] = True       # every sweep trains at least one cell in the default run
+        for cell, lean in found:
+            marks = [] if lean else [pytest.mark.slow]
+            if "optim.blocks=conv_bn" in cell:
+                marks.append(NEEDS_CONV_BN)
             cells.append(pytest.param(cell, marks=marks, id=",".join(cell)))
     return cells
 
@@ -124,6 +235,8 @@ def train_in_process(overrides: list[str], run_dir: Path) -> dict:
 
 @pytest.mark.parametrize("cell", _distinct_cells())
 def test_each_distinct_cell_trains_a_step(cell: list[str], fixture_root: Path, tmp_path: Path):
+    cell = [f"dataset.holdout={FIXTURE_HOLDOUT}" if o.startswith("dataset.holdout=") else o
+            for o in cell]
     overrides = [*cell, f"data_root={fixture_root}", "epochs=1", "batch_size=4",
                  "dataset.limit=8", "++dataset.verify_md5=false", "++dataset.workers=0",
                  f"out_dir={tmp_path}"]

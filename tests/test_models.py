@@ -1,5 +1,5 @@
-"""Tests for models/ and configs/model/ (issue 3): structure, parameter counts against
-Yu et al. (arXiv 1707.04822) Table 6, forward/backward of every config, bf16 autocast,
+"""Tests for models/ and configs/model/: structure, parameter counts against He et al.
+(2016a, "Deep residual learning", Table 6), forward/backward of every config, bf16 autocast,
 channels_last, LSTM state carrying, Kim-CNN padding and max-norm, and bng.layer_blocks counts."""
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ EXPECTED_INPUTS = {
     "resnet56": ["image32"], "resnet110": ["image32"],
     "preact_resnet34": ["image224"], "lstm": ["stream"], "kimcnn": ["sentence"],
 }  # fmt: skip
-PAPER_PARAMS = {20: 0.27e6, 32: 0.46e6, 44: 0.66e6, 56: 0.85e6, 110: 1.7e6}  # Table 6
+PAPER_PARAMS = {20: 0.27e6, 32: 0.46e6, 44: 0.66e6, 56: 0.85e6, 110: 1.7e6}  # He et al. Table 6
 
 
 def count(model: nn.Module) -> int:

@@ -16,7 +16,7 @@ import yaml
 from scripts.reports import cli
 from scripts.reports.aggregate import seed_stats
 from scripts.reports.figures import render_figure
-from scripts.reports.grids import ARTIFACTS, RESNETS, TABLE_OPTIMS, Cell, find_run, pending_runs
+from scripts.reports.grids import ARTIFACTS, Cell, find_run, pending_runs
 from scripts.reports.runs import load_runs, read_jsonl, split_overrides
 from scripts.reports.tables import (
     PAPER_FILE,
@@ -26,13 +26,16 @@ from scripts.reports.tables import (
     load_paper,
     render_table,
 )
+from scripts.reports.tuning import render_readings, render_tuning
 
 SEEDS = (1, 2, 3)
+RESNETS = ARTIFACTS["table1"].models        # read from configs/experiment/table1.yaml
+TABLE_OPTIMS = ARTIFACTS["table1"].optims
 
 
 def write_run(root: Path, dataset, model, optim, seed, accs=None, status="completed",
               extra="default", losses=None, grad_norms=False, meta=True, summary=True,
-              command=None, torn_line=False):
+              command=None, torn_line=False, fields=None):
     """One run folder as the engine writes it (docs/DESIGN.md "Run outputs")."""
     run_dir = root / "runs" / dataset / model / optim / extra / f"seed{seed}"
     run_dir.mkdir(parents=True)
@@ -42,6 +45,7 @@ def write_run(root: Path, dataset, model, optim, seed, accs=None, status="comple
     for epoch, (loss, acc) in enumerate(zip(losses, accs, strict=True), start=1):
         record = {"epoch": epoch, "train_loss": loss, "test_loss": loss * 1.1,
                   "train_acc": acc + 0.01, "test_acc": acc, "lr": 0.1}
+        record.update(fields or {})
         if grad_norms:
             record["grad_norms"] = {f"layers.{i}": 10.0 ** (-(5 - i) / epoch) for i in range(6)}
         lines.append(json.dumps(record))
@@ -243,34 +247,41 @@ def test_quick_scale_is_labelled(table_tree, tmp_path):
            "experiment=table1_quick" in listed
 
 
-def test_paper_file_parses_and_matches_the_tables_shapes():
+def test_paper_file_holds_every_printed_number_in_the_sweeps_shapes():
     paper = load_paper(PAPER_FILE)
-    expected = {"table1": (TABLE_OPTIMS, RESNETS), "table2": (TABLE_OPTIMS, RESNETS)}
-    for name, kind in (("table3", "topk"), ("table4", "best_acc")):
-        artifact = ARTIFACTS[name]
-        expected[name] = (artifact.optims, tuple(c.key for c in columns_for(artifact, kind)))
-    for name, (rows, columns) in expected.items():
-        table = paper[name]
-        assert tuple(table["rows"]) == tuple(rows) and tuple(table["columns"]) == tuple(columns)
-        assert list(table["values"]) == list(rows)
-        for row in rows:
-            assert list(table["values"][row]) == list(columns)
-            for value in table["values"][row].values():
-                assert value is None or isinstance(value["mean"], float)
-    assert paper["table1"]["values"]["sgdmng_adap"]["resnet110"] == {"mean": 5.87, "std": 0.10}
-    assert paper["table4"]["values"]["adamng"]["best_val_acc"]["mean"] == 77.11
-    assert paper["table4"]["values"]["sgdm"]["best_val_acc"]["mean"] == 64.35
-    # spot checks of the transcription: a corner of each table
-    assert paper["table1"]["values"]["adam"]["resnet20"] == {"mean": 9.14}
-    assert paper["table1"]["values"]["adamclip"]["resnet110"] == {"mean": 9.96}
-    assert paper["table2"]["values"]["sgdmng_adap"]["resnet110"] == {"mean": 26.72}
-    assert paper["table2"]["values"]["adam"]["resnet20"] is None  # not in the paper's Table 2
-    assert paper["table3"]["values"]["sgdmng"] == {"top1": {"mean": 28.43}, "top5": {"mean": 9.57}}
-    assert paper["table3"]["values"]["adamng"] == {"top1": None, "top5": None}
-    assert paper["table4"]["values"]["adagrad"]["best_val_acc"]["mean"] == 69.89
-    # every table-1 cell and every table-4 cell is transcribed
-    for name in ("table1", "table4"):
-        assert all(v is not None for row in paper[name]["values"].values() for v in row.values())
+    assert paper["paper"] == "the paper (arXiv 1707.04822)"
+    kinds = {"table1": "error", "table2": "error", "table3": "topk", "table4": "best_acc"}
+    for name, kind in kinds.items():
+        artifact, table = ARTIFACTS[name], paper[name]
+        columns = tuple(c.key for c in columns_for(artifact, kind))
+        references = list(table.get("reference_rows") or {})
+        assert sorted(table["rows"]) == sorted(artifact.optims)   # the sweeps train every row
+        assert tuple(table["columns"]) == columns
+        assert sorted(table["values"]) == sorted(table["rows"] + references)
+        assert len(artifact.seeds) == table["runs"]                # the paper's runs per cell
+        for row, cells in table["values"].items():
+            assert list(cells) == list(columns), (name, row)
+            for value in cells.values():                           # no printed cell is null
+                assert isinstance(value["mean"], float) and set(value) <= {"mean", "std"}
+    values = {name: paper[name]["values"] for name in kinds}
+    # a corner of each table, as printed (mean ± std)
+    assert values["table1"]["adam"]["resnet20"] == {"mean": 9.14, "std": 0.07}
+    assert values["table1"]["adam"]["resnet44"] == {"mean": 7.794, "std": 0.22}
+    assert values["table1"]["sgdmng_adap"]["resnet110"] == {"mean": 5.87, "std": 0.10}
+    assert values["table1"]["sgdm_he"]["resnet20"] == {"mean": 8.75}
+    assert values["table1"]["sgdm_he"]["resnet110"] == {"mean": 6.61, "std": 0.16}
+    assert values["table2"]["adam"]["resnet20"] == {"mean": 34.44, "std": 0.33}
+    assert values["table2"]["sgdmng_adap"]["resnet110"] == {"mean": 26.72, "std": 0.39}
+    assert values["table3"]["adam"] == {"top1": {"mean": 35.6}, "top5": {"mean": 14.09}}
+    assert values["table3"]["sgdmng"] == {"top1": {"mean": 28.43}, "top5": {"mean": 9.57}}
+    assert values["table4"]["adamng"]["best_val_acc"] == {"mean": 77.11}
+    assert values["table4"]["sgdm"]["best_val_acc"] == {"mean": 64.35}
+    # 4 x 5 + 8 x 5 x 2 + 4 x 2 + 6 cells, every one with its spread where the paper prints one
+    cells = [v for name in kinds for row in values[name].values() for v in row.values()]
+    assert len(cells) == 9 * 5 + 8 * 5 + 4 * 2 + 6
+    assert sum("std" in v for v in cells) == 8 * 5 * 2 + 1
+    assert paper["tuning"]["clip_threshold"] == {"searched": [0.05, 0.1, 0.5, 1, 5], "best": 0.1}
+    assert paper["tuning"]["adap_alpha"] == {"searched": [0.01, 0.02, 0.05], "best": 0.02}
 
 
 def test_unreadable_paper_file_warns_and_renders_without_it(tmp_path, capsys):
@@ -302,3 +313,103 @@ def test_diagnostics_keeps_dead_layers_as_exact_zeros(tmp_path):
     artifact = ARTIFACTS["diagnostics"].adapt(dataset="digits", seeds=(1,))
     paths = render_diagnostics(artifact, runs, tmp_path / "out")
     assert_image(paths[0])
+
+
+def _rows(markdown: str) -> dict[str, list[str]]:
+    """Markdown table rows by their first cell."""
+    rows = [line.strip("|").split(" | ") for line in markdown.splitlines() if line.startswith("| ")]
+    return {row[0].strip(): [c.strip() for c in row[1:]] for row in rows}
+
+
+def test_table1_shows_he_et_al_reference_row(table_tree, tmp_path):
+    render_table(table1(), load_runs(table_tree), tmp_path, load_paper(PAPER_FILE))
+    markdown = (tmp_path / "tables" / "table1.md").read_text()
+    rows = _rows(markdown)
+    assert list(rows).index("SGDM* (He et al.)") == list(rows).index("SGDM") - 1
+    assert rows["SGDM* (He et al.)"][:3] == ["", "8.75", ""]          # no run of ours, no Δ
+    assert rows["SGDM* (He et al.)"][12:14] == ["", "6.61 ± 0.16"]
+    assert rows["Adam"][6:8] == ["—", "7.794 ± 0.22"]                  # as printed
+    assert "reported in He et al." in markdown
+    frame = pd.read_csv(tmp_path / "tables" / "table1.csv")
+    he = frame[frame.optimizer == "SGDM* (He et al.)"]
+    assert len(he) == 5 and he.reference.all() and (he.n == 0).all()
+
+
+def test_table3_shows_adams_best_lr_and_says_which(tmp_path):
+    root = tmp_path / "results"
+
+    def imagenet(optim, lr, top1, status="completed"):
+        extra = "default" if lr is None else f"optim.lr={lr}"
+        fields = {"test_top1": top1, "test_top5": top1 + 0.2}
+        write_run(root, "imagenet", "preact_resnet34", optim, 1, accs=[0.5, 0.5], extra=extra,
+                  fields=fields, status=status)
+
+    imagenet("adam", "0.0005", 0.60)            # error 40
+    imagenet("adam", None, 0.66)                # the default lr, 0.001: error 34 (the pick)
+    imagenet("adam", "0.005", 0.70, "diverged")
+    imagenet("adamng", "0.001", 0.70)           # error 30: shown (Adam's pick)
+    imagenet("adamng", "0.01", 0.75)            # error 25: AdamNG's own best, listed only
+    imagenet("sgdm", None, 0.71)
+    render_table(ARTIFACTS["table3"], load_runs(root), tmp_path / "out", load_paper(PAPER_FILE))
+    markdown = (tmp_path / "out" / "tables" / "table3.md").read_text()
+    rows = _rows(markdown)
+    assert rows["Adam (lr 0.001)"][:3] == ["34.00", "35.60", "-1.60"]
+    assert rows["AdamNG (lr 0.001)"][0] == "30.00"
+    assert rows["SGDM"][0] == "**29.00**" and rows["SGDMNG"][0] == "—"
+    assert "at optim.lr=0.001" in markdown
+    assert "Adam 0.0005: 40.00, 0.001: 34.00, 0.005: div., 0.01: —" in markdown
+    assert "AdamNG 0.0005: —, 0.001: 30.00, 0.005: —, 0.01: 25.00" in markdown
+    pending = pending_runs(ARTIFACTS["table3"], load_runs(root), "results")
+    assert len(pending) == 8 + 2 - 6 and all("experiment" not in p.command for p in pending)
+
+
+def test_tuning_table_picks_the_lowest_holdout_error(tmp_path):
+    root = tmp_path / "results"
+    for threshold, acc in (("0.05", 0.80), ("0.1", 0.85), ("0.5", 0.83), ("1", 0.70)):
+        write_run(root, "cifar10", "resnet56", "sgdmclip", 1, accs=[0.5, acc],
+                  extra=f"dataset.holdout=5000,optim.threshold={threshold}")
+    write_run(root, "cifar10", "resnet56", "adamclip", 1, accs=[0.5, 0.9],
+              extra="dataset.holdout=5000,optim.threshold=5")
+    table1_run = write_run(root, "cifar10", "resnet56", "sgdmclip", 1, accs=[0.5, 0.99])
+    runs = load_runs(root)
+    # a holdout run never answers a Table 1 cell, nor a Table 1 run a holdout cell
+    assert find_run(runs, Cell("cifar10", "resnet56", "sgdmclip"), 1).path == table1_run
+    assert find_run(runs, Cell("cifar10", "resnet56", "sgdmclip", (
+        ("optim.threshold", "0.1"), ("dataset.holdout", "5000"))), 1).extra.endswith("=0.1")
+    render_tuning(ARTIFACTS["tune_clip_threshold"], runs, tmp_path / "out", load_paper())
+    markdown = (tmp_path / "out" / "tables" / "tune_clip_threshold.md").read_text()
+    rows = _rows(markdown)
+    assert rows["Run"] == ["τ=0.05", "τ=0.1", "τ=0.5", "τ=1", "τ=5", "our pick", "paper's pick"]
+    assert rows["CIFAR-10 ResNet-56 SGDMCLIP"] == [
+        "20.00", "**15.00**", "17.00", "30.00", "—", "0.1 (4/5 done)", "0.1"]
+    assert rows["CIFAR-10 ResNet-56 AdamCLIP"][-2:] == ["5 (1/5 done)", "0.1"]
+    assert rows["CIFAR-100 ResNet-56 SGDMCLIP"][-2:] == ["—", "0.1"]
+    assert "held-out" in markdown
+    pending = pending_runs(ARTIFACTS["tune_clip_threshold"].adapt(scale="quick"), runs,
+                           "results/quick")
+    assert len(pending) == 20 - 5
+    assert pending[0].command.endswith("optim.threshold=0.05 dataset.holdout=5000 "
+                                       "out_dir=results/quick experiment=tune_clip_threshold_quick")
+
+
+def test_readings_table_sets_the_ablation_next_to_the_default(tmp_path):
+    root = tmp_path / "results"
+    for seed, acc in ((1, 0.93), (2, 0.95)):
+        write_run(root, "cifar10", "resnet56", "sgdmng", seed, accs=[0.5, acc])
+        write_run(root, "cifar10", "resnet56", "sgdmng", seed, accs=[0.5, acc - 0.01],
+                  extra="optim.blocks=conv_bn")
+    artifact = ARTIFACTS["ablation_bn_blocks"]
+    render_readings(artifact, load_runs(root), tmp_path / "out", load_paper())
+    rows = _rows((tmp_path / "out" / "tables" / "ablation_bn_blocks.md").read_text())
+    assert rows["Optimizer"] == ["Test error (blocks=layer)", "Test error (blocks=conv_bn)"]
+    assert rows["SGDMNG"] == ["6.00 ± 1.41 (n=2/5)", "7.00 ± 1.41 (n=2/5)"]
+    assert rows["AdamNG"] == ["—", "—"]
+    # `make ablation_bn_blocks` runs its own sweep; Table 1's runs are only read
+    assert artifact.sweeps == ("ablation_bn_blocks",)
+    assert ARTIFACTS["table3"].sweeps == ("table3_adam", "table3")
+
+
+def test_sweeps_option_prints_what_make_runs(capsys):
+    assert cli.main(["table3", "ablation_clip_global", "--sweeps", "--scale", "quick"]) == 0
+    assert capsys.readouterr().out.split() == [
+        "table3_adam_quick", "table3_quick", "ablation_clip_global_quick"]

@@ -17,9 +17,12 @@ from .output import write_atomic
 from .runs import load_runs
 from .tables import load_paper, render_table
 from .targets import render_targets
+from .tuning import render_readings, render_tuning
 
 TARGETS = ["table1", "table2", "table3", "table4", "figure1", "figure2", "figure3",
-           "diagnostics"]
+           "diagnostics", "tune_adam_lr", "tune_clip_threshold", "tune_adap_alpha",
+           "ablation_bn_blocks", "ablation_clip_global", "ablation_imagenet_decay",
+           "ablation_adagrad_mlp", "ablation_adagrad_rt"]
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -47,6 +50,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                              "<out>/missing/<target>.txt)")
     parser.add_argument("--paper", type=Path, default=None,
                         help="paper numbers (default: experiments/paper_results.yaml)")
+    parser.add_argument("--sweeps", action="store_true",
+                        help="print the experiment configs that make the targets' own runs "
+                             "(what `make <target>` runs), then exit")
     args = parser.parse_args(argv)
     targets = [t for t in args.targets + args.only.split(",") if t] or ["all"]
     unknown = sorted(set(targets) - set(TARGETS) - {"all", "demo"})
@@ -75,18 +81,23 @@ def default_results(args: argparse.Namespace) -> Path:
     return Path("results/quick") if args.scale == "quick" else Path("results")
 
 
-def run_args(args: argparse.Namespace, artifact: Artifact) -> str:
-    """Overrides for the printed commands: --run-args, or at quick scale the quick sweep's
-    `experiment=<artifact>_quick` (its epochs and subsets are not command-line overrides)."""
+def run_args(args: argparse.Namespace, artifact: Artifact) -> str | None:
+    """Overrides for the printed commands: --run-args, or None: at quick scale each run's own
+    quick sweep, `experiment=<sweep>_quick` (its epochs and subsets are not command-line
+    overrides)."""
     if args.run_args or artifact.scale != "quick":
         return args.run_args
-    return f"experiment={artifact.experiment}"
+    return None
 
 
 def render(artifact: Artifact, runs, out_dir: Path, paper: dict) -> list[Path]:
+    if artifact.tune:
+        return render_tuning(artifact, runs, out_dir, paper)
+    if artifact.name in ("ablation_bn_blocks", "ablation_imagenet_decay"):
+        return render_readings(artifact, runs, out_dir, paper)
     if artifact.name.startswith("demo_table"):  # its runs are the demo figure's
         return render_table(artifact, runs, out_dir, paper)
-    if artifact.name.startswith("table"):
+    if artifact.name.startswith(("table", "ablation_adagrad")):
         return render_table(artifact, runs, out_dir, paper) + render_targets(artifact, runs,
                                                                              out_dir)
     if artifact.name.endswith("diagnostics"):
@@ -97,6 +108,9 @@ def render(artifact: Artifact, runs, out_dir: Path, paper: dict) -> list[Path]:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.sweeps:
+        print(" ".join(dict.fromkeys(s for art in select(args).values() for s in art.sweeps)))
+        return 0
     results = default_results(args)
     out_dir = args.out or results
     started = time.perf_counter()

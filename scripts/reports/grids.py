@@ -1,11 +1,14 @@
-"""Which runs each artifact expects (mirroring the experiment sweeps), how to find them among
-the runs present, and the `python run.py ...` command that produces a missing one."""
+"""Which runs each artifact expects, how to find them among the runs present, and the
+`python run.py ...` command that produces a missing one. The grids are the experiment configs'
+(configs/experiment/*.yaml, read by .sweeps); this file only names and groups them."""
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass, replace
 
 from .runs import PENDING, STATUS_RANK, Run
+from .sweeps import config_default, lookup, read_sweep, same_value, swept_keys
 
 OPTIM_LABELS = {
     "adam": "Adam", "adamclip": "AdamCLIP", "adamng": "AdamNG", "adamng_adap": "AdamNG_adap",
@@ -22,18 +25,18 @@ DATASET_LABELS = {
     "digits": "digits", "mnist": "MNIST", "cifar10": "CIFAR-10", "cifar100": "CIFAR-100",
     "imagenet": "ImageNet", "ptb": "PTB", "rt": "Rotten Tomatoes",
 }
-# A run that does not override one of these keys ran with this value (configs/dataset/ptb.yaml).
-CONFIG_DEFAULTS = {"dataset.bptt": "40"}
-
-TABLE_OPTIMS = ("adam", "adamclip", "adamng", "adamng_adap",
-                "sgdm", "sgdmclip", "sgdmng", "sgdmng_adap")
-SIX_OPTIMS = ("sgdm", "sgdmng", "adagrad", "adagradng", "adam", "adamng")
-RESNETS = ("resnet20", "resnet32", "resnet44", "resnet56", "resnet110")
-FIVE_SEEDS = (1, 2, 3, 4, 5)
+KEY_LABELS = {"optim.lr": "lr", "optim.threshold": "τ", "optim.alpha": "α",
+              "optim.blocks": "blocks", "dataset.bptt": "BPTT", "dataset.holdout": "holdout",
+              "dataset.train.schedule.gamma": "γ"}
 
 
 def label(name: str) -> str:
     return OPTIM_LABELS.get(name) or MODEL_LABELS.get(name) or DATASET_LABELS.get(name) or name
+
+
+def _group_of(key: str) -> tuple[str, str]:
+    group, _, rest = key.partition(".")
+    return group, rest
 
 
 @dataclass(frozen=True)
@@ -45,12 +48,31 @@ class Cell:
     optim: str
     overrides: tuple[tuple[str, str], ...] = ()
 
+    def value(self, key: str):
+        """What this cell sets `key` to: its override, else the config default."""
+        given = dict(self.overrides)
+        if key in given:
+            return given[key]
+        group, rest = _group_of(key)
+        name = {"dataset": self.dataset, "model": self.model, "optim": self.optim}.get(group)
+        return config_default(group, name, rest) if name else None
+
     def matches(self, run: Run) -> bool:
+        """The run is this cell: same dataset, model and optimizer, and the same value of every
+        key a sweep varies (its override, else its resolved config.yaml, else the default)."""
         if (run.dataset, run.model, run.optim) != (self.dataset, self.model, self.optim):
             return False
         given = run.overrides
-        return all(given.get(key, CONFIG_DEFAULTS.get(key)) == value
-                   for key, value in self.overrides)
+        default = Cell(run.dataset, run.model, run.optim)
+        for key in swept_keys() | {k for k, _ in self.overrides}:
+            ran = given.get(key)
+            if ran is None:
+                ran = lookup(run.config, key)       # what it resolved to (config.yaml)
+            if ran is None:
+                ran = default.value(key)
+            if not same_value(ran, self.value(key)):
+                return False
+        return True
 
     def command(self, seed: int, out_dir: str = "results", run_args: str = "") -> str:
         words = ["python run.py", f"dataset={self.dataset}", f"model={self.model}",
@@ -64,83 +86,185 @@ class Cell:
 
 
 @dataclass(frozen=True)
-class Artifact:
-    """A table or figure: the cross product of its datasets, models, optimizers and variants."""
+class Grid:
+    """One experiment config's cross product: datasets x models x variants x optimizers, seeds.
 
-    name: str
-    title: str
+    `reference`: runs another sweep makes (the default reading an ablation compares with)."""
+
+    sweep: str
     datasets: tuple[str, ...]
     models: tuple[str, ...]
     optims: tuple[str, ...]
     seeds: tuple[int, ...] = (1,)
     variants: tuple[tuple[tuple[str, str], ...], ...] = ((),)
+    reference: bool = False
+
+    def cells(self) -> list[Cell]:
+        return [Cell(d, m, o, v) for d in self.datasets for m in self.models
+                for v in self.variants for o in self.optims]
+
+    def experiment(self, scale: str) -> str:
+        return f"{self.sweep}_quick" if scale == "quick" else self.sweep
+
+
+def grid(sweep: str, reference: bool = False, **only) -> Grid:
+    """The grid of configs/experiment/<sweep>.yaml; `only` narrows a key (models=("resnet56",))."""
+    spec = read_sweep(sweep)
+    keys = [key for key in spec.params if key not in ("dataset", "model", "optim", "seed")]
+    variants = tuple(tuple(zip(keys, combo, strict=True))
+                     for combo in itertools.product(*(spec.params[k] for k in keys)))
+    found = Grid(sweep, spec.values("dataset"), spec.values("model"), spec.values("optim"),
+                 tuple(int(s) for s in spec.params.get("seed", ("1",))), variants, reference)
+    return replace(found, **only)
+
+
+@dataclass(frozen=True)
+class Artifact:
+    """A table or figure: the cells of one or more sweeps' grids (the first is the main one).
+
+    `tune`: the key a tuning table's columns search, and the paper_results.yaml `tuning` entry
+    holding the paper's values. `pick`: (key, optimizer) for Table 3's Adam rows: the value of
+    `key` that gives that optimizer the lowest error is the one shown."""
+
+    name: str
+    title: str
+    grids: tuple[Grid, ...]
     scale: str = "full"
     band_seeds: tuple[int, ...] = ()  # more seeds to draw when present (Figure 2: the tables')
-    sweep: str = ""                   # the experiment config that runs it, if not `name`
+    tune: tuple[str, str] | None = None
+    pick: tuple[str, str] | None = None
+
+    @property
+    def datasets(self) -> tuple[str, ...]:
+        return self.grids[0].datasets
+
+    @property
+    def models(self) -> tuple[str, ...]:
+        return self.grids[0].models
+
+    @property
+    def seeds(self) -> tuple[int, ...]:
+        return self.grids[0].seeds
+
+    @property
+    def variants(self):
+        return self.grids[0].variants
+
+    @property
+    def optims(self) -> tuple[str, ...]:
+        return tuple(dict.fromkeys(o for g in self.grids for o in g.optims))
 
     @property
     def plot_seeds(self) -> tuple[int, ...]:
         return tuple(dict.fromkeys(self.seeds + self.band_seeds))
 
     @property
-    def experiment(self) -> str:
-        """The `experiment=` config of this artifact's sweep (`<name>_quick` at quick scale)."""
-        base = self.sweep or self.name
-        return f"{base}_quick" if self.scale == "quick" else base
+    def sweeps(self) -> tuple[str, ...]:
+        """The experiment configs that make this artifact's own runs (`make <name>` runs them)."""
+        return tuple(g.experiment(self.scale) for g in self.grids if not g.reference)
+
+    def grid_of(self, optim: str) -> Grid:
+        return next(g for g in self.grids if optim in g.optims)
 
     def cells(self) -> list[Cell]:
-        return [Cell(d, m, o, v) for d in self.datasets for m in self.models
-                for v in self.variants for o in self.optims]
+        return list(dict.fromkeys(c for g in self.grids for c in g.cells()))
+
+    def expected(self) -> list[tuple[Grid, Cell, int]]:
+        """Every (grid, cell, seed) the artifact reads, each once."""
+        seen, out = set(), []
+        for g in self.grids:
+            for cell in g.cells():
+                for seed in g.seeds:
+                    if (cell, seed) not in seen:
+                        seen.add((cell, seed))
+                        out.append((g, cell, seed))
+        return out
 
     def adapt(self, dataset: str | None = None, seeds: tuple[int, ...] | None = None,
               scale: str | None = None) -> Artifact:
-        """The same grid on another dataset (`digits` for the demo), seed list or scale."""
+        """The same grids on another dataset (`digits` for the demo), seed list or scale."""
         changes: dict = {}
+        grid_changes: dict = {}
         if dataset:
-            changes["datasets"] = (dataset,)
+            grid_changes["datasets"] = (dataset,)
         if seeds:
-            changes["seeds"], changes["band_seeds"] = tuple(seeds), ()
+            grid_changes["seeds"] = tuple(seeds)
+            changes["band_seeds"] = ()
+        if grid_changes:
+            changes["grids"] = tuple(replace(g, **grid_changes) for g in self.grids)
         if scale:
             changes["scale"] = scale
         return replace(self, **changes)
 
 
-def _bptt(value: int) -> tuple[tuple[str, str], ...]:
-    return (("dataset.bptt", str(value)),)
+def _artifacts() -> dict[str, Artifact]:
+    table1 = grid("table1")
+    resnet56 = {"models": ("resnet56",)}
+    ablated = read_sweep("ablation_bn_blocks").values("optim")
+    tune_clip = grid("tune_clip_threshold", reference=True, datasets=("cifar10",))
+    return {
+        "figure1": Artifact("figure1", "Figure 1: MLP on MNIST", (grid("figure1"),)),
+        "table1": Artifact("table1", "Table 1: CIFAR-10 test error (%)", (table1,)),
+        "table2": Artifact("table2", "Table 2: CIFAR-100 test error (%)", (grid("table2"),)),
+        # Figure 2's sweep is seed 1; Tables 1-2 share its folders and add seeds 2-5 (the band).
+        "figure2": Artifact("figure2", "Figure 2: ResNet-110 on CIFAR-10/100",
+                            (grid("figure2"),), band_seeds=table1.seeds),
+        "table3": Artifact("table3", "Table 3: ImageNet top-1/top-5 error (%)",
+                           (grid("table3_adam"), grid("table3")), pick=("optim.lr", "adam")),
+        "figure3": Artifact("figure3", "Figure 3: LSTM on PTB", (grid("figure3"),)),
+        "table4": Artifact("table4", "Table 4: Rotten Tomatoes best validation accuracy (%)",
+                           (grid("table4"),)),
+        "diagnostics": Artifact("diagnostics", "Per-layer gradient norms, MLP-18", (
+            grid("figure1", models=("mlp18",), optims=("adam", "adamng")),)),
+        "tune_adam_lr": Artifact(
+            "tune_adam_lr", "Tuning: Adam's learning rate, ResNet-56, holdout error (%)",
+            (grid("tune_adam_lr"),), tune=("optim.lr", "adam_lr")),
+        "tune_clip_threshold": Artifact(
+            "tune_clip_threshold", "Tuning: the clipping threshold τ, ResNet-56, holdout error (%)",
+            (grid("tune_clip_threshold"),), tune=("optim.threshold", "clip_threshold")),
+        "tune_adap_alpha": Artifact(
+            "tune_adap_alpha", "Tuning: NG_adap's ratio α, ResNet-56, holdout error (%)",
+            (grid("tune_adap_alpha"),), tune=("optim.alpha", "adap_alpha")),
+        "ablation_bn_blocks": Artifact(
+            "ablation_bn_blocks", "Ablation: BatchNorm as its own block or folded into the "
+            "convolution's (CIFAR-10 ResNet-56, test error %)",
+            (grid("table1", reference=True, optims=ablated, **resnet56),
+             grid("ablation_bn_blocks"))),
+        "ablation_clip_global": Artifact(
+            "ablation_clip_global", "Ablation: CLIP per layer or on the global norm "
+            "(CIFAR-10 ResNet-56, holdout error %)",
+            (tune_clip, grid("ablation_clip_global")),
+            tune=("optim.threshold", "clip_threshold")),
+        "ablation_imagenet_decay": Artifact(
+            "ablation_imagenet_decay", "Ablation: ImageNet's \"0.001 exponential decay\", "
+            "two readings (top-1/top-5 error %)",
+            (grid("table3_adam", reference=True, variants=((("optim.lr", "0.001"),),)),
+             grid("table3", reference=True), grid("ablation_imagenet_decay"))),
+        "ablation_adagrad_mlp": Artifact(
+            "ablation_adagrad_mlp", "Ablation: AdaGradNG as Algorithm 1 or 2 (AdaGradBNG), "
+            "MLP on MNIST", (grid("figure1", reference=True, optims=("adagrad", "adagradng")),
+                             grid("ablation_adagrad_mlp"))),
+        "ablation_adagrad_rt": Artifact(
+            "ablation_adagrad_rt", "Ablation: AdaGradNG as Algorithm 1 or 2 (AdaGradBNG), "
+            "Rotten Tomatoes best validation accuracy (%)",
+            (grid("table4", reference=True, optims=("adagrad", "adagradng")),
+             grid("ablation_adagrad_rt"))),
+    }
 
 
-ARTIFACTS: dict[str, Artifact] = {
-    "figure1": Artifact("figure1", "Figure 1: MLP on MNIST", ("mnist",),
-                        ("mlp6", "mlp12", "mlp18"), SIX_OPTIMS),
-    "table1": Artifact("table1", "Table 1: CIFAR-10 test error (%)", ("cifar10",), RESNETS,
-                       TABLE_OPTIMS, FIVE_SEEDS),
-    "table2": Artifact("table2", "Table 2: CIFAR-100 test error (%)", ("cifar100",), RESNETS,
-                       TABLE_OPTIMS, FIVE_SEEDS),
-    # Figure 2's sweep is seed 1; Tables 1-2 share its folders and add seeds 2-5 (the band).
-    "figure2": Artifact("figure2", "Figure 2: ResNet-110 on CIFAR-10/100",
-                        ("cifar10", "cifar100"), ("resnet110",), TABLE_OPTIMS,
-                        band_seeds=FIVE_SEEDS),
-    "table3": Artifact("table3", "Table 3: ImageNet top-1/top-5 error (%)", ("imagenet",),
-                       ("preact_resnet34",), ("adam", "adamng", "sgdm", "sgdmng")),
-    "figure3": Artifact("figure3", "Figure 3: LSTM on PTB", ("ptb",), ("lstm",), SIX_OPTIMS,
-                        variants=(_bptt(40), _bptt(400), _bptt(1000))),
-    "table4": Artifact("table4", "Table 4: Rotten Tomatoes best validation accuracy (%)",
-                       ("rt",), ("kimcnn",),
-                       ("adamng", "adam", "adagradng", "adagrad", "sgdmng", "sgdm")),
-    "diagnostics": Artifact("diagnostics", "Per-layer gradient norms, MLP-18",
-                            ("mnist",), ("mlp18",), ("adam", "adamng"), sweep="figure1"),
-}
+ARTIFACTS: dict[str, Artifact] = _artifacts()
 DEMO_OPTIMS = ("sgdm", "sgdmng", "adam", "adamng")
 
 
 def demo_artifacts(dataset: str = "digits", seeds: tuple[int, ...] = (1,)) -> dict[str, Artifact]:
     """The `make demo` grid: a mini Figure 1 on the bundled digits data, and its diagnostics."""
-    figure = replace(ARTIFACTS["figure1"], name="demo_figure1",
-                     title=f"Demo: MLP on {label(dataset)}", optims=DEMO_OPTIMS)
+    demo = grid("demo")
+    figure = Artifact("demo_figure1", f"Demo: MLP on {label(dataset)}", (demo,))
     table = replace(figure, name="demo_table",
                     title=f"Demo: final test error (%) and loss, MLP on {label(dataset)}")
-    diagnostics = replace(ARTIFACTS["diagnostics"], name="demo_diagnostics", sweep="demo")
-    return {art.name: replace(art.adapt(dataset=dataset, seeds=seeds), sweep="demo")
+    diagnostics = replace(ARTIFACTS["diagnostics"], name="demo_diagnostics", grids=(
+        replace(demo, models=("mlp18",), optims=("adam", "adamng")),))
+    return {art.name: art.adapt(dataset=dataset, seeds=seeds)
             for art in (figure, table, diagnostics)}
 
 
@@ -164,26 +288,31 @@ class Pending:
 
 
 def pending_runs(artifact: Artifact, runs: list[Run], out_dir: str = "results",
-                 run_args: str = "") -> list[Pending]:
-    """Expected runs that gave no result. Diverged runs are results ("div."), not listed."""
+                 run_args: str | None = None) -> list[Pending]:
+    """Expected runs that gave no result. Diverged runs are results ("div."), not listed.
+
+    `run_args` is appended to each printed command; None: at quick scale, the cell's quick
+    sweep (`experiment=<sweep>_quick`: its epochs and subsets are not command-line overrides)."""
     pending = []
-    for cell in artifact.cells():
-        for seed in artifact.seeds:
-            run = find_run(runs, cell, seed)
-            fresh = cell.command(seed, out_dir, run_args)
-            if run is None:
-                pending.append(Pending(cell, seed, "missing", fresh))
-            elif run.status in PENDING:
-                message = str(run.summary.get("message") or "")
-                detail = f"{run.progress}" + (f": {message}" if message else "")
-                pending.append(Pending(cell, seed, run.status, run.command or fresh, detail))
+    for grid_, cell, seed in artifact.expected():
+        extra = run_args
+        if extra is None:
+            extra = f"experiment={grid_.experiment('quick')}" if artifact.scale == "quick" else ""
+        run = find_run(runs, cell, seed)
+        fresh = cell.command(seed, out_dir, extra)
+        if run is None:
+            pending.append(Pending(cell, seed, "missing", fresh))
+        elif run.status in PENDING:
+            message = str(run.summary.get("message") or "")
+            detail = f"{run.progress}" + (f": {message}" if message else "")
+            pending.append(Pending(cell, seed, run.status, run.command or fresh, detail))
     return pending
 
 
 def format_pending(artifact: Artifact, pending: list[Pending], limit: int | None = None) -> str:
     """The list: one line per run, the command that produces (or resumes) it; at most `limit`
     command lines, then a count of the rest."""
-    expected = len(artifact.cells()) * len(artifact.seeds)
+    expected = len(artifact.expected())
     if not pending:
         return f"[{artifact.name}] all {expected} runs present."
     lines = [f"[{artifact.name}] {len(pending)} run(s) without a result (of {expected} expected):"]
