@@ -102,4 +102,5 @@ reproduce-cpu: install
 	$(REPRO_RUN) experiment=figure1
 	$(REPRO_RUN) experiment=table4 epochs=$(RT_EPOCHS)
 	$(REPRO_RUN) experiment=figure3 dataset.bptt=$(PTB_BPTT) epochs=$(PTB_EPOCHS)
-	$(PYTHON) scripts/report.py figure1 table4 figure3 diagnostics --results $(REPRO) --seeds 1,2,3
+	$(PYTHON) scripts/report.py figure1 table4 figure3 diagnostics --results $(REPRO) --seeds 1,2,3 \
+		--run-args "data_root=$(DATA) $(REPRO_ARGS)"
