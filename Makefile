@@ -17,6 +17,7 @@ help:
 	@echo "make table1     Table 1's sweep, then its table (also table2-4, figure1-3; SCALE=quick, ARGS=...)"
 	@echo "make slurm-test the real single-node Slurm tests (installs Debian's slurm-wlm + munge; root)"
 	@echo "make bench      optimizer-step and data-pipeline benchmarks"
+	@echo "make gpu-check  on a GPU: CUDA tests, DDP, throughput, GPU-hours per artifact (<8 min; no GPU: one line)"
 
 $(STAMP): pyproject.toml
 	$(PIP) install -q -e ".[suite,dev]"
@@ -50,7 +51,7 @@ else
   $(error SCALE must be 'full' or 'quick', got '$(SCALE)')
 endif
 
-.PHONY: $(ARTIFACTS) slurm-test bench
+.PHONY: $(ARTIFACTS) slurm-test bench gpu-check
 $(ARTIFACTS): install
 	$(PYTHON) run.py experiment=$@$(EXPERIMENT_SUFFIX) $(ARGS)
 	$(PYTHON) scripts/report.py --results $(RESULTS) --only $@ $(REPORT_FLAGS)
@@ -70,3 +71,9 @@ slurm-test: install
 bench: install
 	$(PYTHON) scripts/bench_optim.py
 	$(PYTHON) scripts/bench_data.py
+
+# The CUDA readiness check (README, "The GPU check"). No `install` prerequisite: without CUDA it
+# only prints one line, and a lent GPU machine has no network to install from.
+GPU_CHECK_OUT ?= results/gpu_check
+gpu-check:
+	@$(PYTHON) scripts/gpu_check.py --out $(GPU_CHECK_OUT) $(ARGS)
