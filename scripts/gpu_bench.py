@@ -207,10 +207,11 @@ def optim_item(item: dict, device: torch.device) -> dict:
     """optimizer.step() on ResNet-110's parameters, gradients kept between steps."""
     import models
 
-    bases = {"SGDM": (torch.optim.SGD, {"lr": 0.1, "momentum": 0.9, "weight_decay": 1e-4}),
-             "Adam": (torch.optim.Adam, {"lr": 1e-3})}
+    bases = {"SGDM": (torch.optim.SGD, bng.SGDMNG,
+                      {"lr": 0.1, "momentum": 0.9, "weight_decay": 1e-4}),
+             "Adam": (torch.optim.Adam, bng.AdamNG, {"lr": 1e-3})}
     variants = {}
-    for base, (cls, kwargs) in bases.items():
+    for base, (cls, ng_cls, kwargs) in bases.items():
         for label, ng, extra in (("foreach", False, {"foreach": True}),
                                  ("fused", False, {"fused": True}),
                                  ("NG foreach", True, {"foreach": True}),
@@ -222,7 +223,7 @@ def optim_item(item: dict, device: torch.device) -> dict:
             for p in net.parameters():
                 p.grad = torch.randn_like(p)
             try:
-                opt = (bng.build(net, base=cls, mode="ng", **extra, **kwargs) if ng
+                opt = (ng_cls(net, **extra, **kwargs) if ng
                        else cls(net.parameters(), **extra, **kwargs))
                 opt.step()
                 variants[f"{base} {label}"] = opt.step

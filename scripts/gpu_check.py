@@ -146,7 +146,7 @@ class Check:
                        memory_gb=round(props.total_memory / 2**30, 1),
                        capability=f"{props.major}.{props.minor}",
                        cudnn=torch.backends.cudnn.version(),
-                       nccl=".".join(map(str, torch.cuda.nccl.version())),
+                       nccl=_nccl_version(),
                        tf32_conv=torch.backends.cudnn.allow_tf32,
                        tf32_matmul=torch.backends.cuda.matmul.allow_tf32,
                        bf16_supported=torch.cuda.is_bf16_supported())
@@ -394,6 +394,14 @@ def _next_event(lines: queue.Queue, deadline: float, payload: bool = False):
             event = json.loads(line[3:])
             if event["event"] != "start":
                 return event if payload else event["event"]
+
+
+def _nccl_version() -> str:
+    try:
+        version = torch.cuda.nccl.version()
+    except (AttributeError, RuntimeError) as err:   # a torch built without NCCL
+        return f"unavailable ({err})"
+    return ".".join(map(str, version)) if isinstance(version, tuple) else str(version)
 
 
 def _summarize(results: list[dict]) -> tuple[str, str]:
