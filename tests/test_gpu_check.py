@@ -16,6 +16,7 @@ from conftest import REPO, cli_env
 sys.path.insert(0, str(REPO / "scripts"))
 import gpu_check  # noqa: E402
 import gpu_report  # noqa: E402
+import gpu_workers  # noqa: E402
 
 SCRIPT = REPO / "scripts" / "gpu_check.py"
 
@@ -112,7 +113,7 @@ def test_an_item_over_its_cap_is_killed_and_the_next_one_runs(tmp_path: Path):
     items = [{**quick, "id": "first"}, {**quick, "id": "slow", "window_s": 120.0, "windows": 50},
              {**quick, "id": "third"}]
     kept: list[dict] = []
-    results = gpu_check.run_items(items, "cpu", time.monotonic() + 240, 8.0, tmp_path,
+    results = gpu_workers.run_items(items, "cpu", time.monotonic() + 240, 8.0, tmp_path,
                                   kept.append)
     assert [(r["id"], r["status"]) for r in results] == [
         ("first", "ok"), ("slow", "timeout"), ("third", "ok")]
