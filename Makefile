@@ -73,7 +73,7 @@ bench: install
 	$(PYTHON) scripts/bench_data.py
 
 # The CUDA readiness check (README, "The GPU check"). No `install` prerequisite: without CUDA it
-# only prints one line, and a lent GPU machine has no network to install from.
+# only prints one line, and a GPU machine may have no network to install from.
 GPU_CHECK_OUT ?= results/gpu_check
 gpu-check:
 	@$(PYTHON) scripts/gpu_check.py --out $(GPU_CHECK_OUT) $(ARGS)
