@@ -20,6 +20,7 @@ help:
 	@echo "make slurm-test the real single-node Slurm tests (installs Debian's slurm-wlm + munge; root)"
 	@echo "make bench      optimizer-step and data-pipeline benchmarks"
 	@echo "make reproduce-cpu DATA=...  the CPU reproduction of Figure 1, Table 4 and Figure 3 on real data"
+	@echo "make gpu-check  on a GPU: CUDA tests, DDP, throughput, GPU-hours per artifact (<8 min; no GPU: one line)"
 
 $(STAMP): pyproject.toml
 	$(PIP) install -q -e ".[suite,dev]"
@@ -57,7 +58,7 @@ else
   $(error SCALE must be 'full' or 'quick', got '$(SCALE)')
 endif
 
-.PHONY: $(ARTIFACTS) $(TUNING) $(ABLATIONS) slurm-test bench
+.PHONY: $(ARTIFACTS) $(TUNING) $(ABLATIONS) slurm-test bench gpu-check
 $(ARTIFACTS) $(TUNING) $(ABLATIONS): install
 	@set -e; sweeps="$$($(PYTHON) scripts/report.py --sweeps $@ $(REPORT_FLAGS))"; \
 	for sweep in $$sweeps; do \
@@ -104,3 +105,9 @@ reproduce-cpu: install
 	$(REPRO_RUN) experiment=figure3 dataset.bptt=$(PTB_BPTT) epochs=$(PTB_EPOCHS)
 	$(PYTHON) scripts/report.py figure1 table4 figure3 diagnostics --results $(REPRO) --seeds 1,2,3 \
 		--run-args "data_root=$(DATA) $(REPRO_ARGS)"
+
+# The CUDA readiness check (README, "The GPU check"). No `install` prerequisite: without CUDA it
+# only prints one line, and a GPU machine may have no network to install from.
+GPU_CHECK_OUT ?= results/gpu_check
+gpu-check:
+	@$(PYTHON) scripts/gpu_check.py --out $(GPU_CHECK_OUT) $(ARGS)
