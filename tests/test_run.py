@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 
 import bng
@@ -81,11 +82,25 @@ def test_crash_then_rerun_resumes_to_identical_metrics(tmp_path: Path):
         _metrics(_run_dir(tmp_path / "straight", optim="sgdmng", extra="epochs=4")))
 
 
+class NaNAfterMLP(torch.nn.Module):
+    """A classifier whose logits turn NaN after 30 training steps: a run that blew up."""
+
+    def __init__(self, in_features: int, num_classes: int, **_: object):
+        super().__init__()
+        self.fc = torch.nn.Linear(in_features, num_classes)
+        self.steps = 0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.steps += self.training
+        logits = self.fc(x)
+        return logits * float("nan") if self.steps > 30 else logits
+
+
 def test_planted_nan_gives_diverged(out_dir: Path):
-    # Normalized steps of 1e38 per layer overflow float32 within a few steps: the loss is NaN.
-    proc = run_cli("dataset=digits", "model=mlp6", "optim=sgdmng", "optim.lr=1e38", "epochs=3",
-                   f"out_dir={out_dir}")
-    run_dir = _run_dir(out_dir, optim="sgdmng", extra="epochs=3,optim.lr=1e38")
+    proc = run_cli("dataset=digits", "model=mlp6", "optim=sgdmng", "epochs=3",
+                   "model.net._target_=test_run.NaNAfterMLP", f"out_dir={out_dir}",
+                   env=cli_env(PYTHONPATH=str(REPO / "tests")))
+    run_dir = _run_dir(out_dir, optim="sgdmng", extra="epochs=3,model.net._target_=test_run.NaNAfterMLP")
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["status"] == "diverged", proc.stdout
     assert "nan" in summary["message"].lower() or "inf" in summary["message"].lower()
