@@ -80,8 +80,13 @@ def write_jsonl(path: Path, rows: list[dict]) -> None:
 
 def save_torch(path: Path, obj: Any) -> None:
     with _atomic_path(path) as tmp:
-        with open(tmp, "wb") as f:     # a Python file: a full disk raises OSError, not RuntimeError
-            torch.save(obj, f)
+        with open(tmp, "wb") as f:
+            try:
+                torch.save(obj, f)
+            except RuntimeError as err:  # torch's zip writer hides a full disk's OSError in it
+                if isinstance(err.__context__, OSError):
+                    raise err.__context__ from None
+                raise
             f.flush()
             os.fsync(f.fileno())
 

@@ -41,7 +41,6 @@ def run_cell(run: Callable[[DictConfig], dict], cfg: DictConfig) -> dict:
     try:
         return run(cfg)
     except KeyboardInterrupt:
-        print("[stopped] Ctrl-C", file=sys.stderr, flush=True)
         sys.exit(EXIT_INTERRUPT)
     except Exception as err:
         known = user_error(err)

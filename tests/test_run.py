@@ -181,17 +181,3 @@ def test_grad_norms_keep_the_model_order(out_dir: Path):
     run_dir = _run_dir(out_dir, model="mlp12", extra="epochs=1")
     names = list(_metrics(run_dir)[0]["grad_norms"])
     assert names == list(bng.layer_blocks(mlp(12, in_features=64)))
-
-
-def test_a_run_locked_by_another_process_is_not_trained_twice(out_dir: Path):
-    from experiments.io import RunLock
-
-    run_dir = _run_dir(out_dir, extra="epochs=2")
-    lock = RunLock(run_dir)
-    assert lock.acquire()                                   # "another process" holds the run
-    try:
-        proc = run_cli(*RUN, f"out_dir={out_dir}")
-    finally:
-        lock.release()
-    assert "another process is training this run" in proc.stdout
-    assert not (run_dir / "metrics.jsonl").exists()
