@@ -49,7 +49,8 @@ def run_cell(run: Callable[[DictConfig], dict], cfg: DictConfig) -> dict:
         if known is None:
             traceback.print_exc()
         code, message = known or (EXIT_CRASH, f"{type(err).__name__}: {err}")
-        print(f"error: {message}", file=sys.stderr, flush=True)
+        if os.environ.get("RANK", "0") == "0":          # under torchrun, one line, not one a rank
+            print(f"error: {message}", file=sys.stderr, flush=True)
         if not in_sweep:
             sys.exit(code)
         if _REPORT is None:
