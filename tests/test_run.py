@@ -157,16 +157,6 @@ def test_default_run_needs_no_arguments(out_dir: Path):
     assert summary["final"]["train_loss"] < 2.1
 
 
-def test_damaged_checkpoint_gives_a_clear_error(out_dir: Path):
-    run_dir = _run_dir(out_dir, extra="epochs=2")
-    run_dir.mkdir(parents=True)
-    (run_dir / "checkpoint.pt").write_bytes(b"not a checkpoint")
-    proc = run_cli(*RUN, f"out_dir={out_dir}", check=False)
-    assert proc.returncode == 2
-    assert "cannot resume from" in proc.stderr and "Delete it" in proc.stderr
-    assert "Traceback" not in proc.stderr
-
-
 def test_zero_gradient_layer_is_reported(out_dir: Path):
     env = cli_env(PYTHONPATH=str(REPO / "tests"))
     proc = run_cli("dataset=digits", "model=mlp6", "epochs=1", "model.net._target_=conftest.DeadLayerMLP",

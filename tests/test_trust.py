@@ -215,6 +215,25 @@ def test_a_history_without_a_checkpoint_is_refused_not_retrained(copy):
     assert (copy / "metrics.jsonl").read_text() == rows[0] + "\n"
 
 
+def test_a_damaged_checkpoint_gives_a_clear_error(copy):
+    (copy / "checkpoint.pt").write_bytes(b"not a checkpoint")
+    summary = json.loads((copy / "summary.json").read_text())
+    write_text(copy / "summary.json", json.dumps({**summary, "status": "interrupted"}))
+    with pytest.raises(ResumeError, match="cannot resume from .*Delete it") as err:
+        train(copy)
+    assert user_error(err.value)[0] == EXIT_USER
+
+
+def test_a_folder_whose_run_cannot_be_identified_is_refused(tmp_path):
+    """Results with no readable config.yaml: whose run it is cannot be told, so it is kept."""
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / "checkpoint.pt").write_bytes(b"a checkpoint of an unknown config")
+    with pytest.raises(IdentityMismatch, match="its config cannot be read"):
+        train(run_dir)
+    assert (run_dir / "checkpoint.pt").read_bytes() == b"a checkpoint of an unknown config"
+
+
 def test_orphan_temporary_files_are_removed_when_the_run_starts(tmp_path):
     run_dir = tmp_path / "run"
     run_dir.mkdir()
