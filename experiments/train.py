@@ -203,6 +203,7 @@ def run(cfg: DictConfig) -> dict:
     run_dir = Path(hydra_cfg.runtime.output_dir)
     command = command_line(list(hydra_cfg.overrides.task))
     lock, dist = RunLock(run_dir), distributed.Dist()
+    ours = False                                      # the folder holds this config's run
     try:
         check_config(cfg)
         dist, device = distributed.setup(resolve_device(cfg.device))
@@ -223,6 +224,7 @@ def run(cfg: DictConfig) -> dict:
                 if not cfg.retrain:
                     raise
                 discard = True
+        ours = True
         if discard and dist.is_main:
             stored.discard()
             print(f"[retrain] deleted the earlier run in {run_dir}")
@@ -239,17 +241,20 @@ def run(cfg: DictConfig) -> dict:
         distributed.barrier(dist)
         return _train(cfg, run_dir, command, data, identity, device, dist)
     except Exception as err:
+        # A failure is recorded in this config's run, or in a folder with nothing to lose;
+        # never in another config's run, nor in one that another process holds.
         if dist.is_main and not isinstance(err, (IdentityMismatch, RunBusy)):
-            _record_failure(run_dir, lock, describe(err), command)
+            _record_failure(run_dir, lock, describe(err), command, ours)
         raise
     finally:
         lock.release()
         distributed.teardown(dist)
 
 
-def _record_failure(run_dir: Path, lock: RunLock, message: str, command: str) -> None:
-    """Mark the run failed, with the reason, unless another process holds it or it finished."""
-    if not lock.acquire():
+def _record_failure(run_dir: Path, lock: RunLock, message: str, command: str, ours: bool) -> None:
+    """Mark the run failed, with the reason, unless another process holds it, it finished, or
+    it may be another config's run (`ours` is False and the folder holds results)."""
+    if not lock.acquire() or not (ours or not StoredRun.read(run_dir).holds_results):
         return
     summary_path = run_dir / "summary.json"
     try:

@@ -234,6 +234,15 @@ def test_a_folder_whose_run_cannot_be_identified_is_refused(tmp_path):
     assert (run_dir / "checkpoint.pt").read_bytes() == b"a checkpoint of an unknown config"
 
 
+def test_a_failure_is_never_written_into_a_run_it_may_not_own(copy):
+    """A config error before the folder's run is identified leaves that run's summary alone."""
+    summary = json.loads((copy / "summary.json").read_text())
+    write_text(copy / "summary.json", json.dumps({**summary, "status": "interrupted"}))
+    with pytest.raises(ConfigError):
+        train(copy, "log_every=0")
+    assert json.loads((copy / "summary.json").read_text())["status"] == "interrupted"
+
+
 def test_orphan_temporary_files_are_removed_when_the_run_starts(tmp_path):
     run_dir = tmp_path / "run"
     run_dir.mkdir()
