@@ -218,3 +218,22 @@ def check_identity(stored: StoredRun, new: Identity, retrain: bool) -> bool:
             f"{stored.run_dir}: {conflict}. Nothing was changed. Give this run another "
             "out_dir=, or add retrain=true to delete that run and train this config from scratch.")
     return True
+
+
+def decide(stored: StoredRun, new: Identity, epochs: int, command: str,
+           retrain: bool) -> tuple[str, dict | None]:
+    """What this command does with the folder: ("skip", summary) for a finished run, ("rebuild",
+    summary) for one whose summary must be rebuilt first, ("retrain", None) when the folder's
+    run must be deleted first, ("train", None) to start or resume. Raises IdentityMismatch or
+    ResumeError (the latter only without retrain) when the folder cannot be used as it is."""
+    if check_identity(stored, new, retrain):
+        return "retrain", None
+    try:
+        done, rebuilt = stored.finished_summary(epochs, command)
+    except ResumeError:
+        if not retrain:
+            raise
+        return "retrain", None
+    if done is None:
+        return "train", None
+    return ("rebuild" if rebuilt else "skip"), done

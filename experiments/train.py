@@ -39,9 +39,9 @@ from .record import (
     Identity,
     StoredRun,
     best_metrics,
-    check_identity,
     config_identity,
     data_identity,
+    decide,
 )
 from .schedule import build_schedule
 
@@ -215,24 +215,16 @@ def run(cfg: DictConfig) -> dict:
                             data_identity(data, dist.world_size))
         stored = StoredRun.read(run_dir)
         distributed.barrier(dist)                     # every rank has read before rank 0 writes
-        done, rebuilt = None, False
-        discard = check_identity(stored, identity, cfg.retrain)
-        if not discard:
-            try:
-                done, rebuilt = stored.finished_summary(cfg.epochs, command)
-            except ResumeError:
-                if not cfg.retrain:
-                    raise
-                discard = True
+        action, done = decide(stored, identity, cfg.epochs, command, cfg.retrain)
         ours = True
-        if discard and dist.is_main:
+        if dist.is_main and action == "retrain":
             stored.discard()
             print(f"[retrain] deleted the earlier run in {run_dir}")
+        if dist.is_main and action == "rebuild":
+            write_json(run_dir / "summary.json", done)
         if done is not None:
             if dist.is_main:
-                if rebuilt:
-                    write_json(run_dir / "summary.json", done)
-                note = " (summary.json rebuilt from metrics.jsonl)" if rebuilt else ""
+                note = " (summary.json rebuilt from metrics.jsonl)" if action == "rebuild" else ""
                 print(f"[skip] {done['status']} earlier{note}: {run_dir}  "
                       "(delete the folder to rerun)")
             return done
