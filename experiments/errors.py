@@ -1,7 +1,7 @@
 """The engine's error types and exit codes: the bottom of its import graph (imports nothing of it).
 
 A user can fix every error below; it is printed as one line that names the problem and the fix,
-never as a traceback. The exit codes are the README's ("Exit codes"):
+never as a traceback. The exit codes are the ones the README's table lists:
 """
 
 from __future__ import annotations
