@@ -113,9 +113,20 @@ def num_batches(n: int, batch_size: int) -> int:
     return -(-n // batch_size)
 
 
+def check_limit(limit: Any) -> int | None:
+    """`dataset.limit` as an int, or None for all of it; DataError unless a positive integer."""
+    if limit is None:
+        return None
+    if isinstance(limit, bool) or not isinstance(limit, int) or limit <= 0:
+        raise DataError(f"dataset.limit must be a positive integer (the subset size) or null for "
+                        f"all of the data, got {limit!r}.")
+    return limit
+
+
 def subset_indices(n: int, limit: int | None) -> torch.Tensor:
     """A deterministic subset of range(n) of size `limit` (all of it when None), fixed across
     run seeds, in random order so classes stay mixed."""
+    limit = check_limit(limit)
     if limit is None or limit >= n:
         return torch.arange(n)
     gen = torch.Generator().manual_seed(SUBSET_SEED)

@@ -17,6 +17,7 @@ from data.common import (
     atomic_torch_save,
     batch_slices,
     cfg_get,
+    check_limit,
     check_md5,
     epoch_generator,
     load_cache,
@@ -51,6 +52,9 @@ def read_sources(folder: Path, files: dict[str, str | None], verify_md5: bool) -
     data = {}
     for name, md5 in files.items():
         data[name] = (folder / name).read_bytes()
+        if not data[name].strip():
+            raise DataError(f"{name} in {folder} is empty. Download it again (delete it and run "
+                            "with download=true), or copy the original file there.")
         if verify_md5:
             check_md5(name, md5_bytes(data[name]), md5, folder, "download it again")
     return data
@@ -105,6 +109,7 @@ class StreamDataset:
         self.vocab, self.vocab_size, self.bptt = vocab, len(vocab), int(bptt)
         self.device, self.rank, self.world_size = device, rank, world_size
         self.num_train = len(self.train) // world_size  # tokens per rank per epoch (about)
+        self.num_test = len(self.test)
         self._rows: dict[tuple[str, int], torch.Tensor] = {}
 
     def rows(self, split: str, batch_size: int) -> torch.Tensor:
@@ -152,7 +157,7 @@ def load_ptb(cfg, root, download, device, seed, rank=0, world_size=1) -> StreamD
     sources = read_sources(folder, PTB_MD5, bool(cfg_get(cfg, "verify_md5", True)))
     data = cached(Path(root), "ptb", sources, lambda: tokenize_ptb(sources))
     eval_split = cfg_get(cfg_get(cfg, "train", {}), "eval_split", "test")
-    limit = cfg_get(cfg, "limit")
+    limit = check_limit(cfg_get(cfg, "limit"))
     train, test = data["train"], data["valid" if eval_split == "valid" else "test"]
     if limit is not None:  # the first `limit` tokens: a prefix keeps the text contiguous
         train, test = train[: int(limit)], test[: int(limit)]

@@ -6,6 +6,7 @@ process that composes the config (a submitit worker too) import it first.
 
 from __future__ import annotations
 
+import math
 import os
 import platform
 import shlex
@@ -17,16 +18,16 @@ import torch
 import yaml
 from omegaconf import DictConfig, OmegaConf
 
+from .errors import ConfigError
+
+__all__ = ["ConfigError", "check_config", "command_line", "provenance", "resolve_device"]
+
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
 REPO_DIR = CONFIG_DIR.parent
 
 if not OmegaConf.has_resolver("extra_dir"):
     # The <extra> part of the run folder: the overrides that change a run's result, or "default".
     OmegaConf.register_new_resolver("extra_dir", lambda dirname: dirname or "default")
-
-
-class ConfigError(ValueError):
-    """A config that cannot run; the message says what is wrong and how to fix it."""
 
 
 def group_choices(group: str) -> list[str]:
@@ -42,6 +43,15 @@ def _datasets_with_input(kinds: list[str]) -> list[str]:
     return names
 
 
+# The optimizer configs use lr 0.1 at most; a step of 1e38 overflows float32 at once. An lr above
+# this is a typo, not an experiment.
+MAX_LR = 1e6
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
 def check_config(cfg: DictConfig) -> None:
     """Fail before any training on values that cannot work, naming the valid choices."""
     model_inputs = list(cfg.model.inputs)
@@ -52,13 +62,19 @@ def check_config(cfg: DictConfig) -> None:
             f"{'/'.join(model_inputs)} inputs and the dataset gives {cfg.dataset.input}. "
             f"Compatible datasets: {fits}."
         )
-    for key in ("epochs", "batch_size"):
+    for key in ("epochs", "batch_size", "log_every"):
         value = cfg[key]
-        if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+        if not _is_int(value) or value <= 0:
             raise ConfigError(f"{key} must be a positive integer, got {value!r} (e.g. {key}=10).")
+    if not _is_int(cfg.seed) or cfg.seed < 0:
+        raise ConfigError(f"seed must be a non-negative integer, got {cfg.seed!r} (e.g. seed=1).")
     lr = cfg.optim.get("lr")
-    if not isinstance(lr, (int, float)) or isinstance(lr, bool) or lr <= 0:
-        raise ConfigError(f"optim.lr must be a positive number, got {lr!r} (e.g. optim.lr=0.01).")
+    if (not isinstance(lr, (int, float)) or isinstance(lr, bool) or not math.isfinite(lr)
+            or not 0 < lr <= MAX_LR):
+        raise ConfigError(f"optim.lr must be a positive number no larger than {MAX_LR:g}, got "
+                          f"{lr!r} (e.g. optim.lr=0.01).")
+    if not isinstance(cfg.get("retrain", False), bool):
+        raise ConfigError(f"retrain must be true or false, got {cfg.retrain!r}.")
     if cfg.amp not in ("off", "bf16"):
         raise ConfigError(f"amp must be 'off' or 'bf16', got {cfg.amp!r}.")
 
@@ -74,8 +90,32 @@ def resolve_device(name: str) -> torch.device:
 
 
 def command_line(task_overrides: list[str]) -> str:
-    """The `python run.py ...` line that reproduces this one run."""
-    return " ".join(["python run.py", *(shlex.quote(o) for o in task_overrides)])
+    """The command that reproduces this one run: `python run.py ...`, or under torchrun the
+    torchrun command that started this process (its parent), with this run's overrides."""
+    args = " ".join(shlex.quote(o) for o in task_overrides)
+    if "TORCHELASTIC_RUN_ID" not in os.environ:
+        return f"python run.py {args}".rstrip()
+    launcher = _torchrun_prefix()
+    if launcher is None:
+        nodes = int(os.environ.get("WORLD_SIZE", "1")) // int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+        launcher = (f"torchrun --nnodes={max(nodes, 1)} "
+                    f"--nproc_per_node={os.environ.get('LOCAL_WORLD_SIZE', '1')}")
+    return f"{launcher} run.py {args}".rstrip()
+
+
+def _torchrun_prefix() -> str | None:
+    """The parent's command line up to this script, for example `torchrun --nproc_per_node=2`
+    or `python3 -m torch.distributed.run --standalone --nproc_per_node=2` (Linux's /proc)."""
+    try:
+        argv = Path(f"/proc/{os.getppid()}/cmdline").read_bytes().decode().split("\0")
+        script = Path(sys.argv[0]).resolve()
+        end = next(i for i, a in enumerate(argv) if a and Path(a).resolve() == script)
+    except (OSError, UnicodeDecodeError, StopIteration):
+        return None
+    head = [Path(a).name if a.startswith("/") else a for a in argv[:end]]
+    if len(head) > 1 and head[1] == "torchrun":
+        head = head[1:]                        # `python3 torchrun ...` is `torchrun ...`
+    return " ".join(shlex.quote(a) for a in head) or None
 
 
 def _git_commit() -> str:

@@ -66,3 +66,12 @@ def any_rank(info: Dist, flag: bool, device: torch.device | None = None) -> bool
 def barrier(info: Dist) -> None:
     if info.enabled:
         dist.barrier()
+
+
+def gather_objects(info: Dist, obj: object) -> list:
+    """Every rank's `obj`, in rank order, on every rank ([obj] on one process). CPU objects."""
+    if not info.enabled:
+        return [obj]
+    out: list = [None] * info.world_size
+    dist.all_gather_object(out, obj)
+    return out

@@ -1,31 +1,77 @@
-"""Errors a user can fix get one clear line and exit code 2, never a traceback."""
+"""The engine's error types and exit codes: the bottom of its import graph (imports nothing of it).
+
+A user can fix every error below; it is printed as one line that names the problem and the fix,
+never as a traceback. The exit codes are the ones the README's table lists:
+"""
 
 from __future__ import annotations
 
-import sys
-from contextlib import contextmanager
+import errno
 
-from .config import ConfigError
-
-
-def _user_errors() -> tuple[type[BaseException], ...]:
-    from .schedule import ScheduleError
-    from .train import ResumeError
-
-    errors: list[type[BaseException]] = [ConfigError, ScheduleError, ResumeError]
-    try:
-        from data import DataError
-    except ImportError:
-        pass
-    else:
-        errors.append(DataError)
-    return tuple(errors)
+EXIT_OK = 0           # completed or diverged (a diverged run is a result), or skipped as done
+EXIT_CRASH = 1        # an unexpected error (a bug): Python's traceback, as usual
+EXIT_USER = 2         # bad input or a failed environment (disk, permissions); a sweep with failed cells
+EXIT_BUSY = 3         # another process is training this run right now; nothing was done
+EXIT_INTERRUPT = 130  # Ctrl-C, after the mid-epoch checkpoint (128 + SIGINT, as shells report it)
 
 
-@contextmanager
-def clean_exit():
-    try:
-        yield
-    except _user_errors() as err:
-        print(f"error: {err}", file=sys.stderr, flush=True)
-        sys.exit(2)
+class RunError(Exception):
+    """An error the user can fix; the message says what is wrong and how to fix it."""
+
+    exit_code = EXIT_USER
+
+
+class ConfigError(RunError, ValueError):
+    """A config that cannot run."""
+
+
+class ScheduleError(ConfigError):
+    """An unknown or malformed learning-rate schedule."""
+
+
+class ResumeError(RunError):
+    """The run folder cannot be continued as it is (damaged, or a history with no checkpoint)."""
+
+
+class IdentityMismatch(RunError):
+    """The run folder holds a run of another config; it is never skipped, resumed or overwritten."""
+
+
+class RunBusy(RunError):
+    """Another process holds the run's lock: it is training (or checking) this run right now."""
+
+    exit_code = EXIT_BUSY
+
+
+def describe_os_error(err: OSError) -> str:
+    """One line for a failed file operation: what failed, on which path, and the fix."""
+    where = f" {err.filename}" if err.filename else ""
+    fixes = {
+        errno.ENOSPC: "free some space, or point out_dir= at a disk that has it",
+        errno.EDQUOT: "free some space, or point out_dir= at a disk that has it",
+        errno.EROFS: "point out_dir= at a writable folder",
+        errno.EACCES: "fix the folder's permissions, or point out_dir= at a writable folder",
+        errno.EPERM: "fix the folder's permissions, or point out_dir= at a writable folder",
+    }
+    fix = fixes.get(err.errno or 0, "check the disk and the path")
+    reason = (err.strerror or str(err)).lower()
+    return f"{reason}:{where}. {fix[0].upper()}{fix[1:]}; then run the same command to go on."
+
+
+def user_error(err: BaseException) -> tuple[int, str] | None:
+    """(exit code, one line) for an error the user can fix; None for anything else (a bug)."""
+    from data.common import DataError  # the data layer's own leaf module (torch only)
+
+    if isinstance(err, RunError):
+        return err.exit_code, str(err)
+    if isinstance(err, DataError):
+        return EXIT_USER, str(err)
+    if isinstance(err, OSError):
+        return EXIT_USER, describe_os_error(err)
+    return None
+
+
+def describe(err: BaseException) -> str:
+    """The one line that summary.json's `message` and the terminal show for `err`."""
+    known = user_error(err)
+    return known[1] if known else f"{type(err).__name__}: {err}"

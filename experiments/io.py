@@ -1,7 +1,10 @@
-"""Crash-safe file writes and the per-run lock.
+"""The engine's file layer: crash-safe writes, tolerant reads, and the per-run lock.
 
 Every run file is written to a temporary name in the same folder and renamed into place, so a
-crash or a kill leaves either the old file or the new one, never half of one.
+crash or a kill leaves either the old file or the new one, never half of one. Files are created
+as any program creates them, so the user's umask applies (a group-shared results folder stays
+readable by the group). A kill during a write can leave a `.<name>.<random>.tmp` behind:
+`remove_orphans` clears them when the run next starts, under its lock.
 """
 
 from __future__ import annotations
@@ -9,27 +12,35 @@ from __future__ import annotations
 import fcntl
 import json
 import os
-import tempfile
+import secrets
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import torch
+import yaml
+
+
+class DamagedFile(ValueError):
+    """A run file exists but cannot be read as what it should be (truncated, binary, wrong type)."""
 
 
 @contextmanager
 def _atomic_path(path: Path) -> Iterator[Path]:
     """Yield a temporary path beside `path`; rename it onto `path` only if the body succeeds."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
     try:
-        yield Path(tmp)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))  # 0o666 & ~umask
+        yield tmp
         os.replace(tmp, path)
+    except OSError as err:
+        if err.filename is None:        # a failed write names no file: name the one we wrote
+            raise OSError(err.errno, err.strerror, str(path)) from err
+        raise
     finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+        tmp.unlink(missing_ok=True)
 
 
 def write_text(path: Path, text: str) -> None:
@@ -40,8 +51,23 @@ def write_text(path: Path, text: str) -> None:
             os.fsync(f.fileno())
 
 
+def _json(obj: Any) -> str:
+    return json.dumps(obj, indent=2, sort_keys=True, default=float) + "\n"
+
+
 def write_json(path: Path, obj: Any) -> None:
-    write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=float) + "\n")
+    write_text(path, _json(obj))
+
+
+def write_status(path: Path, obj: Any) -> None:
+    """write_json, falling back to rewriting the file in place when no temporary file fits (a
+    full disk): a failure must still say so. A crash in the middle then leaves a damaged
+    summary, which the engine rebuilds or refuses, never reads as "not started"."""
+    try:
+        write_json(path, obj)
+    except OSError:
+        with open(path, "w") as f:
+            f.write(_json(obj))
 
 
 def write_jsonl(path: Path, rows: list[dict]) -> None:
@@ -52,22 +78,78 @@ def write_jsonl(path: Path, rows: list[dict]) -> None:
     write_text(path, "".join(json.dumps(row) + "\n" for row in rows))
 
 
-def read_jsonl(path: Path) -> list[dict]:
-    if not path.exists():
-        return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+def save_torch(path: Path, obj: Any) -> None:
+    with _atomic_path(path) as tmp:
+        with open(tmp, "wb") as f:
+            try:
+                torch.save(obj, f)
+            except RuntimeError as err:  # torch's zip writer hides a full disk's OSError in it
+                if isinstance(err.__context__, OSError):
+                    raise err.__context__ from None
+                raise
+            f.flush()
+            os.fsync(f.fileno())
+
+
+def _read(path: Path) -> str | None:
+    try:
+        return path.read_text()
+    except FileNotFoundError:
+        return None
+    except (OSError, UnicodeDecodeError) as err:
+        raise DamagedFile(f"{path.name} cannot be read ({err})") from err
 
 
 def read_json(path: Path) -> dict | None:
-    try:
-        return json.loads(path.read_text())
-    except (FileNotFoundError, json.JSONDecodeError):
+    """The JSON object in `path`; None when there is no file; DamagedFile when it is not one."""
+    text = _read(path)
+    if text is None:
         return None
+    try:
+        value = json.loads(text)
+    except ValueError as err:
+        raise DamagedFile(f"{path.name} is not valid JSON ({err})") from err
+    if not isinstance(value, dict):
+        raise DamagedFile(f"{path.name} holds a {type(value).__name__}, not a JSON object")
+    return value
 
 
-def save_torch(path: Path, obj: Any) -> None:
-    with _atomic_path(path) as tmp:
-        torch.save(obj, tmp)
+def read_jsonl(path: Path) -> list[dict]:
+    """One object per line; [] when there is no file; DamagedFile on a line that is not one."""
+    text = _read(path)
+    rows = []
+    for number, line in enumerate((text or "").splitlines(), 1):
+        try:
+            row = json.loads(line) if line.strip() else None
+        except ValueError:
+            row = []
+        if row is not None and not isinstance(row, dict):
+            raise DamagedFile(f"{path.name} line {number} is not a JSON object")
+        if row is not None:
+            rows.append(row)
+    return rows
+
+
+def read_yaml(path: Path) -> dict | None:
+    """The mapping in a YAML file; None when there is no file; DamagedFile when it is not one."""
+    text = _read(path)
+    if text is None:
+        return None
+    try:
+        value = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        raise DamagedFile(f"{path.name} is not valid YAML") from err
+    if not isinstance(value, dict):
+        raise DamagedFile(f"{path.name} holds no mapping")
+    return value
+
+
+def remove_orphans(run_dir: Path) -> list[Path]:
+    """Delete the temporary files that a killed write left in `run_dir`; returns them."""
+    orphans = sorted(run_dir.glob(".*.tmp"))
+    for path in orphans:
+        path.unlink(missing_ok=True)
+    return orphans
 
 
 class RunLock:
@@ -80,9 +162,15 @@ class RunLock:
         self.path = run_dir / ".lock"
         self._fd: int | None = None
 
+    @property
+    def held(self) -> bool:
+        return self._fd is not None
+
     def acquire(self) -> bool:
+        if self.held:
+            return True
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_CREAT | os.O_RDWR, 0o644)
+        fd = os.open(self.path, os.O_CREAT | os.O_RDWR, 0o666)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

@@ -14,9 +14,7 @@ from collections.abc import Mapping
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LambdaLR
 
-
-class ScheduleError(ValueError):
-    pass
+from .errors import ScheduleError
 
 
 def schedule_factor(spec: Mapping, finished_epochs: int) -> float:

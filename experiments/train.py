@@ -1,7 +1,8 @@
-"""One run, start to finish: check, build, resume, train epoch by epoch, record.
+"""One run, start to finish: check, lock, load the data, match the folder, train, record.
 
 The run folder holds everything (docs/DESIGN.md, "Run outputs"). Only rank 0 writes it.
-Running the same command again skips a completed run and resumes an interrupted one.
+Running the same command again skips a completed run and resumes an interrupted one; a command
+of another config stops without touching the folder (experiments/record.py).
 """
 
 from __future__ import annotations
@@ -20,17 +21,31 @@ from omegaconf import DictConfig, OmegaConf
 import bng
 
 from . import distributed
-from .config import ConfigError, check_config, command_line, provenance, resolve_device
-from .io import RunLock, read_json, save_torch, write_json, write_jsonl, write_text
+from .config import check_config, command_line, provenance, resolve_device
+from .errors import ConfigError, IdentityMismatch, ResumeError, RunBusy, describe
+from .io import (
+    RunLock,
+    read_json,
+    remove_orphans,
+    save_torch,
+    write_json,
+    write_jsonl,
+    write_status,
+    write_text,
+)
 from .loops import Diverged, EpochState, Task, epoch_metrics, evaluate, train_epoch
+from .record import (
+    FINISHED,
+    Identity,
+    StoredRun,
+    best_metrics,
+    config_identity,
+    data_identity,
+    decide,
+)
 from .schedule import build_schedule
 
-MAXIMIZE = ("test_acc", "test_top1", "test_top5")
-MINIMIZE = ("test_loss", "test_ppl")
-
-
-class ResumeError(RuntimeError):
-    """The run folder's checkpoint cannot be loaded; the message says how to go on."""
+__all__ = ["ResumeError", "StopRequest", "run"]
 
 
 class StopRequest:
@@ -82,16 +97,7 @@ class StopRequest:
         self.__enter__()
 
 
-def _best(history: list[dict]) -> dict:
-    best = {}
-    for key in MAXIMIZE + MINIMIZE:
-        values = [row[key] for row in history if key in row and math.isfinite(row[key])]
-        if values:
-            best[key] = max(values) if key in MAXIMIZE else min(values)
-    return best
-
-
-def _build_task(cfg: DictConfig, device: torch.device, dist: distributed.Dist) -> Task:
+def _load_data(cfg: DictConfig, device: torch.device, dist: distributed.Dist):
     from data import build_dataset  # the data layer imports torchvision: load it only to train
 
     if cfg.batch_size % dist.world_size:
@@ -101,6 +107,10 @@ def _build_task(cfg: DictConfig, device: torch.device, dist: distributed.Dist) -
                          seed=cfg.seed, rank=dist.rank, world_size=dist.world_size)
     if data.vocab_size is not None:
         OmegaConf.update(cfg, "dataset.vocab_size", int(data.vocab_size))
+    return data
+
+
+def _build_task(cfg: DictConfig, data, device: torch.device, dist: distributed.Dist) -> Task:
     torch.manual_seed(cfg.seed)               # the same initial weights on every rank
     net = instantiate(cfg.model.net).to(device)
     if device.type == "cuda" and cfg.dataset.input.startswith("image"):
@@ -126,23 +136,65 @@ def _build_task(cfg: DictConfig, device: torch.device, dist: distributed.Dist) -
 def _rng_state(device: torch.device) -> dict:
     state = {"torch": torch.get_rng_state()}
     if device.type == "cuda":
-        state["cuda"] = torch.cuda.get_rng_state(device)
+        state["cuda"] = torch.cuda.get_rng_state(device).cpu()
     return state
 
 
 def _set_rng_state(state: dict, device: torch.device) -> None:
-    torch.set_rng_state(state["torch"])
+    torch.set_rng_state(state["torch"].cpu())
     if "cuda" in state and device.type == "cuda":
-        torch.cuda.set_rng_state(state["cuda"], device)
+        torch.cuda.set_rng_state(state["cuda"].cpu(), device)
 
 
-def _checkpoint(task: Task, scheduler, epoch: int, state: EpochState, history: list[dict],
-                wall: float) -> dict:
-    return {
-        "epoch": epoch, "epoch_state": state.to_dict(), "history": history, "wall": wall,
-        "model": task.net.state_dict(), "optimizer": task.optimizer.state_dict(),
-        "scheduler": scheduler.state_dict(), "rng": _rng_state(task.device),
-    }
+def _to(value, device):
+    """Tensors (and tuples of them, the LSTM state) moved to `device`; anything else as is."""
+    if isinstance(value, torch.Tensor):
+        return value.to(device)
+    if isinstance(value, tuple):
+        return tuple(_to(v, device) for v in value)
+    return value
+
+
+def _save_checkpoint(path: Path, task: Task, scheduler, epoch: int, state: EpochState,
+                     history: list[dict], wall: float) -> None:
+    """Every rank's running sums, LSTM state and RNG go to rank 0, which writes the file."""
+    mine = {"epoch_state": {k: _to(v, "cpu") for k, v in state.to_dict().items()},
+            "rng": _rng_state(task.device)}
+    ranks = distributed.gather_objects(task.dist, mine)
+    if task.dist.is_main:
+        save_torch(path, {
+            "epoch": epoch, "ranks": ranks, "history": history, "wall": wall,
+            "model": task.net.state_dict(), "optimizer": task.optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(),
+        })
+
+
+def _resume(path: Path, task: Task, scheduler) -> tuple[int, EpochState, list[dict], float]:
+    """(epoch, this rank's epoch state, history, wall seconds so far) from the checkpoint."""
+    if not path.exists():
+        return 1, EpochState(), [], 0.0
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+        task.net.load_state_dict(ckpt["model"])
+        task.optimizer.load_state_dict(ckpt["optimizer"])
+        scheduler.load_state_dict(ckpt["scheduler"])
+    except Exception as err:   # truncated file, or a checkpoint of another code version
+        raise ResumeError(
+            f"cannot resume from {path}: {type(err).__name__}: {str(err)[:300]}. "
+            "It was written by a different code version, or is damaged. Delete "
+            "it to restart this run from epoch 1, or move the run folder away.") from err
+    # One entry per rank; a checkpoint of an older version holds rank 0's only.
+    ranks = ckpt.get("ranks") or [{"epoch_state": ckpt["epoch_state"], "rng": ckpt["rng"]}]
+    world_size = task.dist.world_size
+    if len(ranks) != world_size and ranks[0]["epoch_state"]["batch"] > 0:
+        raise ResumeError(
+            f"{path} was written in the middle of an epoch by {len(ranks)} process(es); resume "
+            f"it with {len(ranks)} (this run has {world_size}): each keeps its own running "
+            "sums. An end-of-epoch checkpoint resumes with any number.")
+    mine = ranks[task.dist.rank] if len(ranks) == world_size else ranks[0]
+    _set_rng_state(mine["rng"], task.device)
+    state = EpochState(**{k: _to(v, task.device) for k, v in mine["epoch_state"].items()})
+    return ckpt["epoch"], state, ckpt["history"], ckpt["wall"]
 
 
 def run(cfg: DictConfig) -> dict:
@@ -150,100 +202,114 @@ def run(cfg: DictConfig) -> dict:
     hydra_cfg = HydraConfig.get()
     run_dir = Path(hydra_cfg.runtime.output_dir)
     command = command_line(list(hydra_cfg.overrides.task))
-    check_config(cfg)
-    device = resolve_device(cfg.device)
-    dist, device = distributed.setup(device)
-    summary_path = run_dir / "summary.json"
-
-    lock = RunLock(run_dir)
+    lock, dist = RunLock(run_dir), distributed.Dist()
+    ours = False                                      # the folder holds this config's run
     try:
-        if (done := _finished_earlier(summary_path, dist)) is not None:
-            return done
+        check_config(cfg)
+        dist, device = distributed.setup(resolve_device(cfg.device))
         if distributed.any_rank(dist, dist.is_main and not lock.acquire(), device):
+            raise RunBusy(f"another process is training this run right now: {run_dir}. "
+                          "Nothing was done; run the command again once it has finished.")
+        data = _load_data(cfg, device, dist)
+        identity = Identity(config_identity(OmegaConf.to_container(cfg, resolve=True)),
+                            data_identity(data, dist.world_size))
+        stored = StoredRun.read(run_dir)
+        distributed.barrier(dist)                     # every rank has read before rank 0 writes
+        action, done = decide(stored, identity, cfg.epochs, command, cfg.retrain)
+        ours = True
+        if dist.is_main and action == "retrain":
+            stored.discard()
+            print(f"[retrain] deleted the earlier run in {run_dir}")
+        if dist.is_main and action == "rebuild":
+            write_json(run_dir / "summary.json", done)
+        if done is not None:
             if dist.is_main:
-                print(f"[skip] another process is training this run right now: {run_dir}")
-            return read_json(summary_path) or {}
-        # Read again under the lock: the process that held it may have finished the run.
-        if (done := _finished_earlier(summary_path, dist)) is not None:
+                note = " (summary.json rebuilt from metrics.jsonl)" if action == "rebuild" else ""
+                print(f"[skip] {done['status']} earlier{note}: {run_dir}  "
+                      "(delete the folder to rerun)")
             return done
-        return _train(cfg, run_dir, command, device, dist)
+        if dist.is_main:
+            remove_orphans(run_dir)
+        distributed.barrier(dist)
+        return _train(cfg, run_dir, command, data, identity, device, dist)
+    except Exception as err:
+        # A failure is recorded in this config's run, or in a folder with nothing to lose;
+        # never in another config's run, nor in one that another process holds.
+        if dist.is_main and not isinstance(err, (IdentityMismatch, RunBusy)):
+            _record_failure(run_dir, lock, describe(err), command, ours)
+        raise
     finally:
         lock.release()
         distributed.teardown(dist)
 
 
-def _finished_earlier(summary_path: Path, dist: distributed.Dist) -> dict | None:
-    """The summary of a run that completed or diverged before; None if it is still to do."""
-    previous = read_json(summary_path) or {}
-    if previous.get("status") not in ("completed", "diverged"):
-        return None
-    if dist.is_main:
-        print(f"[skip] {previous['status']} earlier: {summary_path.parent}  "
-              "(delete the folder to rerun)")
-    return previous
+def _record_failure(run_dir: Path, lock: RunLock, message: str, command: str, ours: bool) -> None:
+    """Mark the run failed, with the reason, unless another process holds it, it finished, or
+    it may be another config's run (`ours` is False and the folder holds results)."""
+    if not lock.acquire() or not (ours or not StoredRun.read(run_dir).holds_results):
+        return
+    summary_path = run_dir / "summary.json"
+    try:
+        previous = read_json(summary_path) or {}
+    except ValueError:                                   # damaged: left for the next start
+        return
+    if previous.get("status") in FINISHED:
+        return
+    try:
+        write_status(summary_path, {**previous, "status": "failed", "message": message,
+                                    "command": command, "run_dir": str(run_dir)})
+    except OSError:
+        pass                                             # the printed line still says it
 
 
-def _train(cfg: DictConfig, run_dir: Path, command: str, device: torch.device,
-           dist: distributed.Dist) -> dict:
+def _train(cfg: DictConfig, run_dir: Path, command: str, data, identity: Identity,
+           device: torch.device, dist: distributed.Dist) -> dict:
     main = dist.is_main
-    summary_path, ckpt_path = run_dir / "summary.json", run_dir / "checkpoint.pt"
-    task = _build_task(cfg, device, dist)
+    ckpt_path = run_dir / "checkpoint.pt"
+    task = _build_task(cfg, data, device, dist)
     scheduler = build_schedule(task.optimizer, cfg.schedule)
-    epoch, state, history, wall_before = 1, EpochState(), [], 0.0
-    if ckpt_path.exists():
-        try:
-            ckpt = torch.load(ckpt_path, map_location=device, weights_only=True)
-            task.net.load_state_dict(ckpt["model"])
-            task.optimizer.load_state_dict(ckpt["optimizer"])
-            scheduler.load_state_dict(ckpt["scheduler"])
-        except Exception as err:   # truncated file, or a checkpoint of another config
-            raise ResumeError(
-                f"cannot resume from {ckpt_path}: {type(err).__name__}: {str(err)[:300]}. "
-                "It was written by a different config or code version, or is damaged. Delete "
-                "it to restart this run from epoch 1, or move the run folder away.") from err
-        _set_rng_state(ckpt["rng"], device)
-        epoch, history, wall_before = ckpt["epoch"], ckpt["history"], ckpt["wall"]
-        state = EpochState(**ckpt["epoch_state"])
-        if main:
-            print(f"[resume] epoch {epoch}, batch {state.batch}: {run_dir}")
-
-    meta = {"dataset": cfg.dataset.name, "model": cfg.model.name, "optim": cfg.optim.name,
-            "extra": run_dir.parent.name, "seed": cfg.seed, "command": command,
-            **provenance(device)}
-    logger = None
-    if main:
-        resolved = OmegaConf.to_container(cfg, resolve=True)
-        write_text(run_dir / "config.yaml", OmegaConf.to_yaml({**resolved, "meta": meta}))
-        write_jsonl(run_dir / "metrics.jsonl", history)
-        logger = instantiate(cfg.logger)
-        # dataset/model/optim/extra/seed<k>: the same name on resume, so the logger continues it
-        logger.start(run_dir, {**resolved, "meta": meta}, "/".join(run_dir.parts[-5:]))
-
+    epoch, state, history, wall_before = _resume(ckpt_path, task, scheduler)
+    if main and (history or state.batch):
+        print(f"[resume] epoch {epoch}, batch {state.batch}: {run_dir}")
     started = time.time()
 
     def summary(status: str, message: str = "") -> dict:
         out = {"status": status, "epochs_done": len(history), "epochs": cfg.epochs,
-               "final": history[-1] if history else {}, "best": _best(history),
+               "final": history[-1] if history else {}, "best": best_metrics(history),
                "wall_seconds": wall_before + time.time() - started, "command": command,
-               "run_dir": str(run_dir), "message": message}
+               "run_dir": str(run_dir), "identity": identity.stored(), "message": message}
         if main:
-            write_json(summary_path, out)
+            write_json(run_dir / "summary.json", out)
         return out
 
-    summary("running")
-    status = "failed"
+    def checkpoint() -> None:
+        _save_checkpoint(ckpt_path, task, scheduler, epoch, state, history,
+                         wall_before + time.time() - started)
+
+    logger = None
+    if main:
+        meta = {"dataset": cfg.dataset.name, "model": cfg.model.name, "optim": cfg.optim.name,
+                "extra": run_dir.parent.name, "seed": cfg.seed, "command": command,
+                "identity": identity.stored(), **provenance(device)}
+        config = {**OmegaConf.to_container(cfg, resolve=True), "meta": meta}
+        write_text(run_dir / "config.yaml", OmegaConf.to_yaml(config))
+        write_jsonl(run_dir / "metrics.jsonl", history)
+        summary("running")
+        logger = instantiate(cfg.logger)
+        # dataset/model/optim/extra/seed<k>: the same name on resume, so the logger continues it
+        logger.start(run_dir, config, "/".join(run_dir.parts[-5:]))
+
+    status, message = "failed", ""             # what the logger hears if an error escapes
     try:
         with StopRequest() as stop:
             while epoch <= cfg.epochs:
                 t0 = time.time() - state.seconds
-                finished = train_epoch(task, epoch, state, stop, show_progress=main)
-                if not finished:
-                    state.seconds = time.time() - t0
+                if not train_epoch(task, epoch, state, stop, show_progress=main):
+                    state.seconds = time.time() - t0        # stopped mid-epoch by a signal
+                    checkpoint()
                     if main:
-                        save_torch(ckpt_path, _checkpoint(task, scheduler, epoch, state, history,
-                                                          wall_before + time.time() - started))
                         print(f"[interrupted] checkpoint at epoch {epoch}, batch {state.batch}; "
-                              f"run the same command to resume: {command}")
+                              f"run the same command to resume: {command}", flush=True)
                     status = "interrupted"
                     names = ", ".join(signal.Signals(n).name for n in stop.received)
                     summary("interrupted", f"stopped by {names}")
@@ -263,43 +329,43 @@ def _train(cfg: DictConfig, run_dir: Path, command: str, device: torch.device,
                     names = bng.block_names(task.optimizer)
                     means = (state.norm_sum / max(state.steps, 1)).tolist()
                     row["grad_norms"] = dict(zip(names, means, strict=True))
-                    dead = [name for name, mean in row["grad_norms"].items() if mean == 0.0]
-                    if dead and main:
-                        print(f"[warning] epoch {epoch}: zero gradient in every step for "
-                              f"{', '.join(dead)}; these weights did not move (a dead or unused "
-                              "layer). Normalization leaves zero gradients at zero. If the "
-                              "gradient is tiny rather than zero (entries below ~1e-19 square "
-                              "to 0 in float32), ++optim.norm_dtype=float64 keeps it "
-                              "normalized.", flush=True)
+                    _warn_dead_layers(row, epoch, main)
                 history.append(row)
                 scheduler.step()
                 epoch, state = epoch + 1, EpochState()
+                checkpoint()                        # the epoch is on disk before it is shown
                 if main:
-                    save_torch(ckpt_path, _checkpoint(task, scheduler, epoch, state, history,
-                                                      wall_before + time.time() - started))
                     write_jsonl(run_dir / "metrics.jsonl", history)
                     logger.log_epoch(row)
                     summary("running")
                     print(_epoch_line(row, cfg.epochs), flush=True)
         status = "completed"
-        if main and not cfg.keep_checkpoint:
-            ckpt_path.unlink(missing_ok=True)
-        return summary("completed")
     except Diverged as err:
-        status = "diverged"
-        if main:
-            kept = f"; the last good checkpoint is kept: {ckpt_path}" if ckpt_path.exists() else ""
-            print(f"[diverged] {err}{kept}")
-        return summary("diverged", str(err))
-    except BaseException as err:
-        if status != "interrupted":
-            summary("failed", f"{type(err).__name__}: {err}")
-        raise
+        status, message = "diverged", str(err)
     finally:
         if logger is not None:
             logger.finish(status)
-        if main and status in ("completed", "diverged"):
-            print(f"[{status}] {run_dir}")
+    # The one place a run's final status is set. The summary is written before the checkpoint
+    # goes: a crash in between leaves a completed summary, never a history with neither.
+    result = summary(status, message)
+    if main:
+        if status == "completed" and not cfg.keep_checkpoint:
+            ckpt_path.unlink(missing_ok=True)
+        if status == "diverged":
+            kept = f"; the last good checkpoint is kept: {ckpt_path}" if ckpt_path.exists() else ""
+            print(f"[diverged] {message}{kept}")
+        print(f"[{status}] {run_dir}")
+    return result
+
+
+def _warn_dead_layers(row: dict, epoch: int, main: bool) -> None:
+    dead = [name for name, mean in row["grad_norms"].items() if mean == 0.0]
+    if dead and main:
+        print(f"[warning] epoch {epoch}: zero gradient in every step for {', '.join(dead)}; "
+              "these weights did not move (a dead or unused layer). Normalization leaves zero "
+              "gradients at zero. If the gradient is tiny rather than zero (entries below "
+              "~1e-19 square to 0 in float32), ++optim.norm_dtype=float64 keeps it normalized.",
+              flush=True)
 
 
 def _epoch_line(row: dict, epochs: int) -> str:

@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 
 from conftest import REPO, cli_env, run_cli
@@ -276,3 +277,63 @@ def test_ddp_two_processes_match_one(tmp_path):
     assert _summary(_run_dir(ddp, "sgdmng", extra, 3))["status"] == "completed"
     config = yaml.safe_load((_run_dir(ddp, "sgdmng", extra, 3) / "config.yaml").read_text())
     assert config["meta"]["world_size"] == 2
+
+
+def _torchrun(*args: str) -> list[str]:
+    return [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+            str(REPO / "run.py"), *args]
+
+
+@pytest.mark.slow  # three 2-rank launches, ~1 min on 2 cores
+def test_ddp_resume_mid_epoch_matches_uninterrupted(tmp_path):
+    """SIGTERM to torchrun in epoch 2: each rank checkpoints its own running sums and LSTM state
+    and reloads its own, so the resumed run's metrics equal an uninterrupted run's bitwise."""
+    import random
+
+    from data_fixtures import make_ptb
+
+    words = "the cat sat on mat a dog ran to log N <unk>".split()
+    pick = random.Random(0)             # no period: each rank's rows are different text
+    make_ptb(tmp_path / "data", train=[" ".join(pick.choices(words, k=8)) for _ in range(2000)])
+    args = ("dataset=ptb", "model=lstm", "model.net.emb=16", "model.net.hidden=16",
+            "optim=adamng", "epochs=3", "batch_size=4", "dataset.bptt=5", "log_every=5",
+            "device=cpu", f"data_root={tmp_path / 'data'}", "dataset.verify_md5=false")
+    extra = "batch_size=4,dataset.bptt=5,epochs=3,model.net.emb=16,model.net.hidden=16"
+    run_dir = tmp_path / "{}" / "runs/ptb/lstm/adamng" / extra / "seed1"
+    straight = subprocess.run(_torchrun(*args, f"out_dir={tmp_path / 'straight'}"), cwd=REPO,
+                              env=cli_env(), capture_output=True, text=True, timeout=300)
+    assert straight.returncode == 0, straight.stderr[-3000:]
+
+    out_dir = tmp_path / "stopped"
+    stopped_dir = Path(str(run_dir).format("stopped"))
+    proc = subprocess.Popen(_torchrun(*args, f"out_dir={out_dir}"), cwd=REPO, env=cli_env(),
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while not (stopped_dir / "checkpoint.pt").exists():        # epoch 1 is done
+            assert proc.poll() is None, proc.communicate()[0][-3000:]
+            assert time.monotonic() < deadline, "no checkpoint after 120 s"
+            time.sleep(0.02)
+        proc.send_signal(signal.SIGTERM)
+        output, _ = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    summary = _summary(stopped_dir)
+    assert summary["status"] == "interrupted" and summary["epochs_done"] == 1, output[-3000:]
+    ckpt = torch.load(stopped_dir / "checkpoint.pt", weights_only=True)
+    assert ckpt["epoch"] == 2 and len(ckpt["ranks"]) == 2
+    assert ckpt["ranks"][0]["epoch_state"]["batch"] > 0              # stopped mid-epoch
+    sums = [r["epoch_state"]["loss_sum"] for r in ckpt["ranks"]]
+    assert not torch.equal(sums[0], sums[1])                         # the ranks' own sums
+
+    resumed = subprocess.run(_torchrun(*args, f"out_dir={out_dir}"), cwd=REPO, env=cli_env(),
+                             capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "[resume] epoch 2" in resumed.stdout
+    reference = _metrics(Path(str(run_dir).format("straight")))
+    assert _comparable(_metrics(stopped_dir)) == _comparable(reference)
+    # The command that started the run, so that a user can repeat it.
+    assert "torch.distributed.run" in _summary(stopped_dir)["command"]
+    assert "--nproc_per_node=2" in _summary(stopped_dir)["command"]
