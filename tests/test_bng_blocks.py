@@ -1,4 +1,4 @@
-"""Block partitions: the paper's layer blocks and the other specs (issue 2, test 4)."""
+"""Block partitions: the paper's layer blocks and the other specs."""
 
 import pytest
 import torch
