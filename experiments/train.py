@@ -23,6 +23,7 @@ from . import distributed
 from .config import ConfigError, check_config, command_line, provenance, resolve_device
 from .io import RunLock, read_json, save_torch, write_json, write_jsonl, write_text
 from .loops import Diverged, EpochState, Task, epoch_metrics, evaluate, train_epoch
+from .optim import build_optimizer
 from .schedule import build_schedule
 
 MAXIMIZE = ("test_acc", "test_top1", "test_top5")
@@ -105,9 +106,7 @@ def _build_task(cfg: DictConfig, device: torch.device, dist: distributed.Dist) -
     net = instantiate(cfg.model.net).to(device)
     if device.type == "cuda" and cfg.dataset.input.startswith("image"):
         net = net.to(memory_format=torch.channels_last)
-    optim_kwargs = OmegaConf.to_container(cfg.optim, resolve=True)
-    optim_kwargs.pop("name")
-    optimizer = instantiate(optim_kwargs, net, _convert_="all")
+    optimizer = build_optimizer(cfg.optim, net)
     model = net
     if dist.enabled:
         model = torch.nn.parallel.DistributedDataParallel(
