@@ -1,8 +1,8 @@
 """Speed of bng against its torch base, and of the suite's loop against a hand-written one.
 
 Three parts, each interleaving its variants repetition by repetition (so that noise from other
-processes hits all of them alike) and reporting medians and ratios to a baseline measured in
-the same run:
+processes hits all of them alike) and reporting medians, and ratios to a baseline measured in
+the same run (the median of the per-repetition ratios):
 
 - ``step``: ``optimizer.step()`` alone on fixed gradients (ResNet-110, MLP-18 and PTB-LSTM
   parameter sets): the torch optimizer (foreach=True), the bng optimizer built on it, and a
@@ -50,19 +50,37 @@ PAIRS: dict[str, tuple[type[torch.optim.Optimizer], dict]] = {
 }
 
 
-def interleaved(variants: dict[str, Callable[[], object]], repeats: int,
-                warmup: int) -> dict[str, float]:
-    """Median seconds of each variant; one call of each per repetition, in turn."""
+CLOCK = [time.perf_counter]  # or time.process_time: --clock cpu
+
+
+class Timing(dict):
+    """Seconds per call of each variant: ``t[name]`` is the median, ``t.ratio(a, b)`` the
+    median over repetitions of ``a_r / b_r`` (pairs measured back to back, so slow drifts
+    in the machine's load cancel)."""
+
+    def __init__(self, samples: dict[str, list[float]]) -> None:
+        super().__init__({k: statistics.median(v) for k, v in samples.items()})
+        self.samples = samples
+
+    def ratio(self, a: str, b: str) -> float:
+        pairs = zip(self.samples[a], self.samples[b], strict=True)
+        return statistics.median(x / y for x, y in pairs)
+
+
+def interleaved(variants: dict[str, Callable[[], object]], repeats: int, warmup: int) -> Timing:
+    """One call of each variant per repetition, in turn; the order alternates between
+    repetitions so that neither variant always runs first."""
     for _ in range(warmup):
         for run in variants.values():
             run()
     samples: dict[str, list[float]] = {k: [] for k in variants}
-    for _ in range(repeats):
-        for name, run in variants.items():
-            start = time.perf_counter()
-            run()
-            samples[name].append(time.perf_counter() - start)
-    return {k: statistics.median(v) for k, v in samples.items()}
+    names = list(variants)
+    for r in range(repeats):
+        for name in names if r % 2 == 0 else reversed(names):
+            start = CLOCK[0]()
+            variants[name]()
+            samples[name].append(CLOCK[0]() - start)
+    return Timing(samples)
 
 
 # --- step: the optimizer step alone ----------------------------------------------------------
@@ -114,7 +132,7 @@ def step_variants(make_model: Callable[[], nn.Module], base: str) -> dict[str, C
 
 def bench_step(repeats: int) -> None:
     print(f"\n## step: optimizer.step() alone, median of {repeats} interleaved steps; "
-          "ratios to the torch optimizer (foreach=True)")
+          "ratios to the torch optimizer (foreach=True), median of per-step ratios")
     header = (f"{'params':<11} {'tensors':>7} {'numel':>9}  {'pair':<16} {'base ms':>8} "
               f"{'NG ms':>8} {'NG/base':>7} {'naive ms':>8} {'/base':>6}")
     print(header + "\n" + "-" * len(header))
@@ -124,8 +142,8 @@ def bench_step(repeats: int) -> None:
         for base in PAIRS:
             t = interleaved(step_variants(make, base), repeats, warmup=max(3, repeats // 10))
             print(f"{name:<11} {len(params):>7} {numel:>9}  {base + '/' + base + 'NG':<16} "
-                  f"{t['base'] * 1e3:>8.3f} {t['NG'] * 1e3:>8.3f} {t['NG'] / t['base']:>7.3f} "
-                  f"{t['naive'] * 1e3:>8.3f} {t['naive'] / t['base']:>6.3f}", flush=True)
+                  f"{t['base'] * 1e3:>8.3f} {t['NG'] * 1e3:>8.3f} {t.ratio('NG', 'base'):>7.3f} "
+                  f"{t['naive'] * 1e3:>8.3f} {t.ratio('naive', 'base'):>6.3f}", flush=True)
 
 
 # --- e2e: forward + backward + step ------------------------------------------------------------
@@ -177,7 +195,7 @@ def bench_e2e(repeats: int, pairs: list[str] | None) -> None:
                 variants[kind] = step
             t = interleaved(variants, repeats, warmup=2)
             print(f"{name:<10} {shapes[name]:<13} {base + '/' + base + 'NG':<12} "
-                  f"{t['base'] * 1e3:>9.1f} {t['NG'] * 1e3:>9.1f} {t['base'] / t['NG']:>18.3f}",
+                  f"{t['base'] * 1e3:>9.1f} {t['NG'] * 1e3:>9.1f} {t.ratio('base', 'NG'):>18.3f}",
                   flush=True)
 
 
@@ -235,7 +253,7 @@ def bench_loop(epochs: int) -> None:
           f"Adam; median of {epochs} interleaved epochs")
     t = interleaved({"hand": hand, "suite": suite}, epochs, warmup=2)
     print(f"hand-written {t['hand'] * 1e3:.1f} ms/epoch, suite {t['suite'] * 1e3:.1f} ms/epoch, "
-          f"suite/hand throughput {t['hand'] / t['suite']:.3f} (>= 0.98 is the target)")
+          f"suite/hand throughput {t.ratio('hand', 'suite'):.3f} (>= 0.98 is the target)")
 
 
 def main() -> None:
@@ -243,6 +261,9 @@ def main() -> None:
     parser.add_argument("--parts", nargs="*", default=["step", "e2e", "loop"],
                         choices=["step", "e2e", "loop"])
     parser.add_argument("--threads", type=int, default=2, help="torch.set_num_threads")
+    parser.add_argument("--clock", choices=["wall", "cpu"], default="wall",
+                        help="cpu: this process's CPU time (time.process_time), which leaves out "
+                             "the time other processes hold the cores; meaningful with --threads 1")
     parser.add_argument("--repeats", type=int, default=40, help="steps per variant (step)")
     parser.add_argument("--e2e-repeats", type=int, default=10, help="steps per variant (e2e)")
     parser.add_argument("--e2e-pairs", nargs="*", choices=list(PAIRS),
@@ -250,7 +271,9 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=15, help="epochs per variant (loop)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    print(f"torch {torch.__version__}, {args.threads} thread(s)")
+    if args.clock == "cpu":
+        CLOCK[0] = time.process_time
+    print(f"torch {torch.__version__}, {args.threads} thread(s), {args.clock} clock")
     if "step" in args.parts:
         bench_step(args.repeats)
     if "e2e" in args.parts:
