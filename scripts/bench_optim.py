@@ -130,13 +130,15 @@ def step_variants(make_model: Callable[[], nn.Module], base: str) -> dict[str, C
     return variants
 
 
-def bench_step(repeats: int) -> None:
+def bench_step(repeats: int, only: list[str] | None) -> None:
     print(f"\n## step: optimizer.step() alone, median of {repeats} interleaved steps; "
           "ratios to the torch optimizer (foreach=True), median of per-step ratios")
     header = (f"{'params':<11} {'tensors':>7} {'numel':>9}  {'pair':<16} {'base ms':>8} "
               f"{'NG ms':>8} {'NG/base':>7} {'naive ms':>8} {'/base':>6}")
     print(header + "\n" + "-" * len(header))
     for name, make in STEP_MODELS.items():
+        if only and name not in only:
+            continue
         params = list(make().parameters())
         numel = sum(p.numel() for p in params)
         for base in PAIRS:
@@ -168,7 +170,7 @@ def e2e_task(name: str) -> tuple[nn.Module, Callable[[nn.Module], torch.Tensor]]
 E2E = {"ResNet-20": "SGDM", "MLP-18": "Adam", "PTB-LSTM": "Adam"}
 
 
-def bench_e2e(repeats: int, pairs: list[str] | None) -> None:
+def bench_e2e(repeats: int, pairs: list[str] | None, only: list[str] | None) -> None:
     print(f"\n## e2e: forward + backward + step, median of {repeats} interleaved steps; "
           "NG/base throughput (>= 0.97 is the target)")
     header = (f"{'model':<10} {'batch':<13} {'pair':<12} {'base ms':>9} {'NG ms':>9} "
@@ -176,6 +178,8 @@ def bench_e2e(repeats: int, pairs: list[str] | None) -> None:
     print(header + "\n" + "-" * len(header))
     shapes = {"ResNet-20": "128x3x32x32", "MLP-18": "100x784", "PTB-LSTM": "100x40 tokens"}
     for name, default_pair in E2E.items():
+        if only and name not in only:
+            continue
         for base in pairs or [default_pair]:
             cls, kwargs = PAIRS[base]
             variants = {}
@@ -268,6 +272,8 @@ def main() -> None:
     parser.add_argument("--e2e-repeats", type=int, default=10, help="steps per variant (e2e)")
     parser.add_argument("--e2e-pairs", nargs="*", choices=list(PAIRS),
                         help="base optimizers for e2e (default: SGDM for ResNet-20, else Adam)")
+    parser.add_argument("--models", nargs="*", help="only these models in step/e2e "
+                        "(ResNet-110, ResNet-20, MLP-18, PTB-LSTM)")
     parser.add_argument("--epochs", type=int, default=15, help="epochs per variant (loop)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -275,9 +281,9 @@ def main() -> None:
         CLOCK[0] = time.process_time
     print(f"torch {torch.__version__}, {args.threads} thread(s), {args.clock} clock")
     if "step" in args.parts:
-        bench_step(args.repeats)
+        bench_step(args.repeats, args.models)
     if "e2e" in args.parts:
-        bench_e2e(args.e2e_repeats, args.e2e_pairs)
+        bench_e2e(args.e2e_repeats, args.e2e_pairs, args.models)
     if "loop" in args.parts:
         bench_loop(args.epochs)
 
