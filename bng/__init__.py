@@ -9,15 +9,22 @@ study for training deep neural network", arXiv:1707.04822.
 """
 
 from bng.adagradbng import AdaGradBNG
-from bng.blocks import layer_blocks, resolve_blocks
-from bng.functional import block_norms, block_scales, scale_blocks_
-from bng.normalize import block_grad_norms, block_names, block_normalize, last_block_norms
+from bng.blocks import BlockPlan, conv_bn_blocks, layer_blocks, plan_blocks, resolve_blocks
+from bng.functional import block_norms, block_scales, normalize_blocks_, scale_blocks_
+from bng.normalize import (
+    block_grad_norms,
+    block_names,
+    block_normalize,
+    grad_norms,
+    last_block_norms,
+)
 from bng.optimizers import SGDMNG, AdaGradNG, AdamNG, build
 
 __all__ = [
     "AdaGradBNG",
     "AdaGradNG",
     "AdamNG",
+    "BlockPlan",
     "SGDMNG",
     "block_grad_norms",
     "block_names",
@@ -25,8 +32,12 @@ __all__ = [
     "block_norms",
     "block_scales",
     "build",
+    "conv_bn_blocks",
+    "grad_norms",
     "last_block_norms",
     "layer_blocks",
+    "normalize_blocks_",
+    "plan_blocks",
     "resolve_blocks",
     "scale_blocks_",
 ]

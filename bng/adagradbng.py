@@ -11,9 +11,9 @@ from collections.abc import Callable, Iterable
 import torch
 from torch import Tensor, nn
 
-from bng.blocks import BlockPlan, BlockSpec, resolve_blocks
-from bng.functional import block_norms, block_scales, scale_blocks_
-from bng.normalize import _ATTR, BlockNormalizer
+from bng.blocks import BlockSpec, plan_blocks
+from bng.functional import tensor_factors
+from bng.normalize import block_normalize
 
 
 class AdaGradBNG(torch.optim.Optimizer):
@@ -30,10 +30,15 @@ class AdaGradBNG(torch.optim.Optimizer):
     norm of the coordinate's block and ``s`` accumulates the *normalized* gradients, so the
     step is ``τ ∘ g = η · F'_i / (δ + s)``: AdaGrad's direction and per-coordinate
     adaptivity, with an accumulator that every block feeds at the same unit rate whatever
-    its gradient scale. The code computes this last, algebraically identical form (one
-    ``addcdiv``); a test checks it against the literal ``τ ∘ g``. δ sits outside the
+    its gradient scale. The code computes ``η · ‖F'_i‖ · g / (δ + s)`` (one ``addcdiv``); a
+    test checks it against the literal ``τ ∘ g``. δ sits outside the
     square root, as in the algorithm (torch's Adagrad calls it ``eps``). A block whose
     gradient is zero contributes nothing to ``s`` and does not move.
+
+    Built by composition: the same normalizing hook as every ``bng`` optimizer (mode
+    ``"ng"``) turns ``p.grad`` into ``g_t`` and records ``‖F'_i‖₂``, then this step applies
+    the rule above. A ``closure`` passed to :meth:`step` is evaluated first and its fresh
+    gradients are normalized then.
 
     Args:
         model: module (or parameter iterable with ``blocks="param"``/``"global"``/dict).
@@ -42,7 +47,8 @@ class AdaGradBNG(torch.optim.Optimizer):
         blocks: ``"layer"`` (default), ``"param"``, ``"global"`` or a dict.
         norm_dtype: the dtype ``‖F'_i‖₂`` accumulates in (see :func:`bng.block_normalize`).
 
-    :func:`bng.block_grad_norms` returns this optimizer's ``‖F'_i‖₂`` of the last step.
+    :func:`bng.block_grad_norms` and :func:`bng.last_block_norms` return this optimizer's
+    ``‖F'_i‖₂`` of the last step, as for every ``bng`` optimizer.
     """
 
     def __init__(
@@ -57,45 +63,35 @@ class AdaGradBNG(torch.optim.Optimizer):
             raise ValueError(f"invalid lr {lr}")
         if not delta > 0:
             raise ValueError(f"delta must be > 0, got {delta}")
-        if isinstance(model, nn.Module):
-            resolved = resolve_blocks(model, blocks)
-        else:
-            resolved = resolve_blocks(None, blocks, params=list(model))
-        plan = BlockPlan(resolved, norm_dtype=norm_dtype)
-        super().__init__(plan.params, {"lr": lr, "delta": delta})
-        # The normalizer is reused for its block plan and norm bookkeeping only (mode "none").
-        setattr(self, _ATTR, BlockNormalizer(plan, "none"))
+        plan = plan_blocks(model, blocks, norm_dtype=norm_dtype)
+        super().__init__([p for block in plan.blocks.values() for p in block],
+                         {"lr": lr, "delta": delta})
+        block_normalize(self, mode="ng", blocks=plan)
 
     @torch.no_grad()
     def step(self, closure: Callable[[], float] | None = None) -> float | None:  # type: ignore[override]
         loss = None
-        if closure is not None:
+        normalizer = self.block_normalizer
+        if closure is not None:  # the pre-hook saw the gradients from before the closure
             with torch.enable_grad():
                 loss = closure()
-        normalizer: BlockNormalizer = getattr(self, _ATTR)
-        plan = normalizer.plan
-        group_options = self.param_groups[0]
-        present = tuple(k for k, p in enumerate(plan.params) if p.grad is not None)
-        if not present:
+            normalizer.normalize_()
+        gathered = normalizer.plan.gather()
+        if gathered is None:
             return loss
-        groups = plan.groups(present)
-        grads = [[p.grad for p in g.params] for g in groups]
-        indexed = [(gs, g.block_index) for gs, g in zip(grads, groups, strict=True)]
-        # (B,) ‖F'_i‖₂ over all devices/dtypes of each block
-        norms = block_norms(indexed, plan.num_blocks, device=plan.device, dtype=plan.norm_dtype)
-        normalizer.last_norms = norms
-        inverse = block_scales(norms, "ng")  # (B,) 1/‖F'_i‖, 0 for a zero block
-        for group, group_grads in zip(groups, grads, strict=True):
-            sums = [self._sum_of_squares(p) for p in group.params]
-            normalized = torch._foreach_mul(group_grads, 1.0)  # copies; F' stays untouched
-            scale_blocks_([(normalized, group.block_index)], inverse)  # g_t
+        params, grads, index = gathered  # grads hold g_t = F'_i / ‖F'_i‖ (the hook's work)
+        raw_norms = normalizer.last_norms  # (B,) ‖F'_i‖₂
+        options = self.param_groups[0]
+        for group in index.groups:
+            here = slice(group.start, group.stop)
+            normalized, weights = grads[here], params[here]
+            sums = [self._sum_of_squares(p) for p in weights]
             torch._foreach_addcmul_(sums, normalized, normalized)  # Σ_u g_u,j²
             denominators = torch._foreach_sqrt(sums)  # s_t,j
-            torch._foreach_add_(denominators, group_options["delta"])  # δ + s_t,j
-            # τ ∘ g = η ‖F'_i‖ g / (δ + s) = η F'_i / (δ + s)
-            torch._foreach_addcdiv_(
-                group.params, group_grads, denominators, value=-group_options["lr"]
-            )
+            torch._foreach_add_(denominators, options["delta"])  # δ + s_t,j
+            # τ ∘ g = η ‖F'_i‖ g / (δ + s)
+            steps = torch._foreach_mul(normalized, tensor_factors(raw_norms, group))
+            torch._foreach_addcdiv_(weights, steps, denominators, value=-options["lr"])
         return loss
 
     def _sum_of_squares(self, p: Tensor) -> Tensor:

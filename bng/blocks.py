@@ -1,22 +1,44 @@
 """Block partitions: which parameters are normalized together.
 
-This module is the one place that defines a block. Every optimizer in `bng` asks
-:func:`resolve_blocks`, and the vectorized hot path asks :class:`BlockPlan` for the
-precomputed index tensors.
+This module is the one place that defines a block. :func:`resolve_blocks` turns a spec
+(``"layer"``, ``"conv_bn"``, ``"param"``, ``"global"`` or a dict) into named blocks, and
+:func:`plan_blocks` builds the one :class:`BlockPlan` an optimizer uses from then on.
 """
 
 from __future__ import annotations
 
+import operator
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from itertools import repeat
 
 import torch
 from torch import Tensor, nn
+from torch.nn.modules.batchnorm import _BatchNorm
+
+from bng.functional import BlockIndex, block_index, processing_order
 
 BlockSpec = str | Mapping[str, Sequence[nn.Parameter]]
+SPECS = ("layer", "conv_bn", "param", "global")
 
 # nn.LSTM / nn.GRU / nn.RNN name their tensors weight_ih_l0, bias_hh_l1_reverse, weight_hr_l0...
 _RNN_LAYER = re.compile(r"_(l\d+(?:_reverse)?)$")
+
+
+def _layers(model: nn.Module) -> Iterator[tuple[str, nn.Module, nn.Parameter]]:
+    """(layer name, owning module, parameter) for each trainable parameter, in model order."""
+    seen: set[int] = set()
+    for module_name, module in model.named_modules():
+        prefix = module_name or "root"
+        for param_name, param in module.named_parameters(recurse=False):
+            if not param.requires_grad or id(param) in seen:
+                continue
+            seen.add(id(param))
+            name = prefix
+            if isinstance(module, nn.RNNBase):
+                layer = _RNN_LAYER.search(param_name)
+                name = f"{prefix}_{layer.group(1)}" if layer else prefix
+            yield name, module, param
 
 
 def layer_blocks(model: nn.Module) -> dict[str, list[nn.Parameter]]:
@@ -30,18 +52,29 @@ def layer_blocks(model: nn.Module) -> dict[str, list[nn.Parameter]]:
     (tied) parameter belongs to the first module that owns it.
     """
     blocks: dict[str, list[nn.Parameter]] = {}
-    seen: set[int] = set()
-    for module_name, module in model.named_modules():
-        prefix = module_name or "root"
-        for param_name, param in module.named_parameters(recurse=False):
-            if not param.requires_grad or id(param) in seen:
-                continue
-            seen.add(id(param))
-            name = prefix
-            if isinstance(module, nn.RNNBase):
-                layer = _RNN_LAYER.search(param_name)
-                name = f"{prefix}_{layer.group(1)}" if layer else prefix
-            blocks.setdefault(name, []).append(param)
+    for name, _, param in _layers(model):
+        blocks.setdefault(name, []).append(param)
+    return blocks
+
+
+def conv_bn_blocks(model: nn.Module) -> dict[str, list[nn.Parameter]]:
+    """Layer blocks, except that each BatchNorm's weight and bias join the block before it.
+
+    The block before a BatchNorm is the nearest preceding module with trainable parameters
+    in registration order: in a conv -> BN network, the convolution it normalizes (which has
+    no bias there, so BN's beta plays the bias's role). The merged block keeps the
+    convolution's name. A BatchNorm with no module before it stays a block of its own.
+    """
+    blocks: dict[str, list[nn.Parameter]] = {}
+    previous: str | None = None
+    for name, module, param in _layers(model):
+        if isinstance(module, _BatchNorm) and previous is not None and name not in blocks:
+            blocks[previous].append(param)
+            continue
+        if name not in blocks:
+            blocks[name] = []
+        blocks[name].append(param)
+        previous = name
     return blocks
 
 
@@ -53,11 +86,13 @@ def resolve_blocks(
     """Turn a block spec into ``{name: [param, ...]}`` over trainable parameters.
 
     Args:
-        model: the module whose layers define ``"layer"`` blocks. May be ``None`` when
-            ``params`` is given and ``blocks`` is ``"param"``/``"global"``, or a dict.
-        blocks: ``"layer"`` (one block per module, see :func:`layer_blocks`), ``"param"``
-            (each tensor alone), ``"global"`` (one block, the paper's Remark 1, B = 1) or an
-            explicit ``{name: [param, ...]}``.
+        model: the module whose layers define ``"layer"``/``"conv_bn"`` blocks. May be
+            ``None`` when ``params`` is given and ``blocks`` is ``"param"``/``"global"``,
+            or a dict.
+        blocks: ``"layer"`` (one block per module, see :func:`layer_blocks`), ``"conv_bn"``
+            (layers, with each BatchNorm joined to the layer before it, see
+            :func:`conv_bn_blocks`), ``"param"`` (each tensor alone), ``"global"`` (one
+            block, the paper's Remark 1, B = 1) or an explicit ``{name: [param, ...]}``.
         params: restrict to these parameters (for example an optimizer's); blocks left empty
             are dropped. Every one of them must belong to some block.
 
@@ -67,10 +102,10 @@ def resolve_blocks(
     """
     if isinstance(blocks, Mapping):
         resolved = {str(k): [p for p in v if p.requires_grad] for k, v in blocks.items()}
-    elif blocks == "layer":
+    elif blocks in ("layer", "conv_bn"):
         if model is None:
-            raise ValueError('blocks="layer" needs a model (nn.Module) to find the layers')
-        resolved = layer_blocks(model)
+            raise ValueError(f"blocks={blocks!r} needs a model (nn.Module) to find the layers")
+        resolved = layer_blocks(model) if blocks == "layer" else conv_bn_blocks(model)
     elif blocks in ("param", "global"):
         if model is not None:
             named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
@@ -84,8 +119,8 @@ def resolve_blocks(
             resolved = {"global": [p for _, p in named]} if named else {}
     else:
         raise ValueError(
-            f"blocks must be 'layer', 'param', 'global' or a dict of name -> parameters, "
-            f"got {blocks!r}"
+            f"blocks must be one of {', '.join(map(repr, SPECS))} or a dict of name -> "
+            f"parameters, got {blocks!r}"
         )
     if params is not None:
         wanted = {id(p) for p in params}
@@ -104,72 +139,102 @@ def resolve_blocks(
 
 
 class BlockPlan:
-    """Flat view of a partition for the vectorized path.
+    """One optimizer's partition, resolved once, with the index the functional core takes.
 
-    ``params`` lists every parameter once, block by block; ``block_of[k]`` is the block of
-    ``params[k]``. Index tensors are built once per device and cached, never per step.
+    - ``names``: block names, in block order (the order of every (B,) norm vector);
+    - ``blocks``: ``{name: [param, ...]}`` in that order;
+    - ``params``: every parameter once, in :func:`bng.functional.processing_order`, and
+      ``index``: their :class:`bng.functional.BlockIndex`, built here once;
+    - ``device``, ``norm_dtype``: where and in what dtype block norms are computed.
+
+    :meth:`gather` collects a step's gradients. The one cache is for steps where some
+    ``p.grad`` is ``None`` (a Python-visible pattern, never tensor data): their index is
+    built once per pattern and kept.
     """
 
     def __init__(
         self, blocks: Mapping[str, Sequence[Tensor]], norm_dtype: torch.dtype | str | None = None
     ) -> None:
         self.names: list[str] = list(blocks)
-        self.params: list[Tensor] = []
-        self.block_of: list[int] = []
+        self.blocks: dict[str, list[Tensor]] = {name: list(blocks[name]) for name in self.names}
+        flat: list[Tensor] = []
+        block_of: list[int] = []
         seen: set[int] = set()
         for b, name in enumerate(self.names):
-            for p in blocks[name]:
+            for p in self.blocks[name]:
                 if id(p) in seen:
                     raise ValueError(f"parameter in more than one block (again in {name!r})")
                 seen.add(id(p))
-                self.params.append(p)
-                self.block_of.append(b)
-        if not self.params:
+                flat.append(p)
+                block_of.append(b)
+        if not flat:
             raise ValueError("no parameters to normalize: the block partition is empty")
         self.num_blocks = len(self.names)
+        order = processing_order(flat)
+        self.params: list[Tensor] = [flat[k] for k in order]
+        self.block_of: list[int] = [block_of[k] for k in order]
         # All block arithmetic happens on the first parameter's device, like clip_grad_norm_.
-        self.device = self.params[0].device
-        # float64 norms when any parameter is float64, so double-precision models stay exact,
-        # or when asked: float32 squares underflow for gradient entries below ~1e-19.
-        if isinstance(norm_dtype, str):
-            named = getattr(torch, norm_dtype, None)
-            if not isinstance(named, torch.dtype) or not named.is_floating_point:
-                raise ValueError(f"norm_dtype must be a floating dtype such as 'float64', got "
-                                 f"{norm_dtype!r}")
-            norm_dtype = named
-        self.norm_dtype = norm_dtype or (
-            torch.float64 if any(p.dtype == torch.float64 for p in self.params) else torch.float32
-        )
-        widest = max((p.dtype for p in self.params if p.dtype.is_floating_point),
-                     key=lambda d: torch.finfo(d).bits, default=self.norm_dtype)
-        if torch.finfo(self.norm_dtype).bits < torch.finfo(widest).bits:
-            raise ValueError(f"norm_dtype={self.norm_dtype} is narrower than the {widest} "
-                             "parameters; use at least their dtype (or leave it unset)")
-        self._groups: dict[tuple[int, ...], list[Group]] = {}
+        self.device = flat[0].device
+        self.norm_dtype = _norm_dtype(norm_dtype, flat)
+        self.index: BlockIndex = self._index(range(len(self.params)))
+        self._partial: dict[tuple[int, ...], tuple[list[Tensor], BlockIndex]] = {}
 
-    def groups(self, present: tuple[int, ...]) -> list[Group]:
-        """The (device, dtype) groups of the parameters at positions ``present`` (cached)."""
-        cached = self._groups.get(present)
+    def _index(self, positions: Iterable[int]) -> BlockIndex:
+        positions = list(positions)
+        return block_index([self.params[k] for k in positions],
+                           [self.block_of[k] for k in positions], self.num_blocks,
+                           device=self.device, dtype=self.norm_dtype)
+
+    def gather(self) -> tuple[list[Tensor], list[Tensor], BlockIndex] | None:
+        """This step's ``(params, grads, index)`` over the parameters whose grad is set, in
+        processing order; ``None`` when no parameter has a gradient. Host-side only."""
+        grads = [p.grad for p in self.params]
+        if not any(map(operator.is_, grads, repeat(None))):
+            return self.params, grads, self.index
+        present = tuple(k for k, g in enumerate(grads) if g is not None)
+        if not present:
+            return None
+        cached = self._partial.get(present)
         if cached is None:
-            by_key: dict[tuple[torch.device, torch.dtype], list[int]] = {}
-            for k in present:
-                p = self.params[k]
-                by_key.setdefault((p.device, p.dtype), []).append(k)
-            cached = [Group(self, positions) for positions in by_key.values()]
-            if len(self._groups) > 64:  # grad-None patterns are few; never grow unbounded
-                self._groups.clear()
-            self._groups[present] = cached
-        return cached
+            if len(self._partial) >= 64:  # grad-None patterns are few; never grow unbounded
+                self._partial.clear()
+            cached = self._partial[present] = ([self.params[k] for k in present],
+                                               self._index(present))
+        params, index = cached
+        return params, [grads[k] for k in present], index
 
 
-class Group:
-    """Parameters sharing one device and dtype, with their block indices on both devices."""
+def _norm_dtype(requested: torch.dtype | str | None, params: list[Tensor]) -> torch.dtype:
+    """float64 when asked, or when any parameter is float64 (double models stay exact);
+    float32 otherwise. Float32 squares underflow for gradient entries below ~1e-19."""
+    if isinstance(requested, str):
+        named = getattr(torch, requested, None)
+        if not isinstance(named, torch.dtype) or not named.is_floating_point:
+            raise ValueError(f"norm_dtype must be a floating dtype such as 'float64', got "
+                             f"{requested!r}")
+        requested = named
+    dtype = requested or (
+        torch.float64 if any(p.dtype == torch.float64 for p in params) else torch.float32
+    )
+    widest = max((p.dtype for p in params if p.dtype.is_floating_point),
+                 key=lambda d: torch.finfo(d).bits, default=dtype)
+    if torch.finfo(dtype).bits < torch.finfo(widest).bits:
+        raise ValueError(f"norm_dtype={dtype} is narrower than the {widest} parameters; use at "
+                         "least their dtype (or leave it unset)")
+    return dtype
 
-    def __init__(self, plan: BlockPlan, positions: list[int]) -> None:
-        self.positions = positions
-        self.params = [plan.params[k] for k in positions]
-        blocks = [plan.block_of[k] for k in positions]
-        # (P_g,) block of each parameter, on the block-arithmetic device (for index_add_)
-        self.block_index = torch.tensor(blocks, dtype=torch.long, device=plan.device)
-        self.device = self.params[0].device
-        self.dtype = self.params[0].dtype
+
+def plan_blocks(
+    model: nn.Module | Iterable[Tensor] | None,
+    blocks: BlockSpec = "layer",
+    *,
+    params: Iterable[Tensor] | None = None,
+    norm_dtype: torch.dtype | str | None = None,
+) -> BlockPlan:
+    """The :class:`BlockPlan` of ``model`` (a module, or a parameter iterable for the
+    ``"param"``/``"global"``/dict specs), restricted to ``params`` when given."""
+    if model is not None and not isinstance(model, nn.Module):
+        if params is not None:
+            raise ValueError("pass either a module or a parameter list, not both")
+        model, params = None, list(model)
+    return BlockPlan(resolve_blocks(model, blocks, params=params), norm_dtype=norm_dtype)

@@ -1,27 +1,29 @@
-"""Pure functions over lists of tensors: the math of block normalization.
+"""The math of block normalization: pure functions over lists of tensors.
 
-Blocks are given as index tensors (``block_index[k]`` is the block of tensor ``k``), built
-once by :class:`bng.blocks.BlockPlan`. Nothing here reads a tensor's value on the host:
-no ``.item()``, no Python branch on data, so a step never synchronizes with the device and
-traces cleanly under ``torch.compile``.
+Blocks are given by a :class:`BlockIndex`: for a list of tensors (one per parameter), which
+block each belongs to, precomputed as index tensors by :class:`bng.blocks.BlockPlan`. The
+functions never read a tensor's value on the host (no ``.item()``, no Python branch on
+data), so a step never synchronizes with the device and traces under ``torch.compile``.
+
+    index = plan.index                          # built once per optimizer
+    norms = block_norms(grads, index)           # (B,) ‖g_i‖₂
+    scales = block_scales(norms, "ng")          # (B,) c_i = 1/‖g_i‖₂
+    scale_blocks_(grads, index, scales)         # g_k ← c_{block(k)} · g_k, in place
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor
 
 MODES = ("none", "ng", "adap", "clip")
 
-# (tensors, block_index): tensors of one device and dtype, and the (P_g,) block of each
-TensorGroup = tuple[list[Tensor], Tensor]
-
-
 # 1-D tensors (biases, BatchNorm/LayerNorm affines) up to this many elements are reduced
-# together with one cat + index_add_ (see block_norms_add_): on CPU every tensor in a
-# foreach op costs ~2 µs of dispatch, more than summing a thousand squares.
+# together with one cat + index_add_: on CPU every tensor in a foreach op costs ~2 µs of
+# dispatch, more than summing a thousand squares.
 SMALL_NUMEL = 1024
 
 
@@ -30,47 +32,112 @@ def is_small(tensor: Tensor) -> bool:
     return tensor.dim() == 1 and tensor.numel() <= SMALL_NUMEL
 
 
-def block_norms(
-    groups: Sequence[TensorGroup],
+@dataclass(eq=False)
+class TensorGroup:
+    """The slice ``[start, stop)`` of a tensor list: one device and dtype, large tensors
+    (``[start, split)``) before small 1-D ones (``[split, stop)``)."""
+
+    start: int
+    split: int
+    stop: int
+    large_blocks: Tensor | None    # (L,) block of each large tensor, on the index's device
+    element_blocks: Tensor | None  # (N,) block of each element of cat(small), same device
+    tensor_blocks: Tensor          # (P_g,) block of each tensor, on the group's device
+    factors: Tensor                # (P_g,) workspace: this step's factor of each tensor
+    factor_views: tuple[Tensor, ...]  # its 0-d views, made once: `_foreach_mul_` takes a list
+    cast: bool                     # factors need another device or dtype than the index's
+
+
+@dataclass(eq=False)
+class BlockIndex:
+    """Which block each tensor of a list belongs to; block arithmetic runs on ``device``
+    in ``dtype``."""
+
+    groups: tuple[TensorGroup, ...]
+    num_blocks: int
+    device: torch.device
+    dtype: torch.dtype
+
+
+def processing_order(tensors: Sequence[Tensor]) -> list[int]:
+    """The order :func:`block_index` needs: tensors of one device and dtype together, in
+    first-seen order, large ones before small 1-D ones; stable otherwise."""
+    keys: dict[tuple[torch.device, torch.dtype], int] = {}
+    for t in tensors:
+        keys.setdefault((t.device, t.dtype), len(keys))
+    return sorted(range(len(tensors)),
+                  key=lambda k: (keys[tensors[k].device, tensors[k].dtype], is_small(tensors[k])))
+
+
+def block_index(
+    tensors: Sequence[Tensor],
+    blocks: Sequence[int],
     num_blocks: int,
     *,
     device: torch.device,
-    dtype: torch.dtype = torch.float32,
-) -> Tensor:
+    dtype: torch.dtype,
+) -> BlockIndex:
+    """Index tensors for ``tensors``, given in :func:`processing_order`; ``blocks[k]`` is the
+    block of ``tensors[k]``. Host-side; built once and reused every step."""
+    groups: list[TensorGroup] = []
+    start = 0
+    while start < len(tensors):
+        first = tensors[start]
+        stop = start
+        while stop < len(tensors) and (tensors[stop].device, tensors[stop].dtype) == (
+            first.device, first.dtype
+        ):
+            stop += 1
+        split = start
+        while split < stop and not is_small(tensors[split]):
+            split += 1
+        if any(not is_small(t) for t in tensors[split:stop]) or any(
+            (t.device, t.dtype) == (first.device, first.dtype) for t in tensors[stop:]
+        ):
+            raise ValueError("tensors are not in processing_order()")
+        small = range(split, stop)
+        factors = torch.zeros(stop - start, device=first.device, dtype=first.dtype)
+        groups.append(TensorGroup(
+            start=start, split=split, stop=stop,
+            large_blocks=_long(blocks[start:split], device) if split > start else None,
+            element_blocks=(_long([blocks[k] for k in small for _ in range(tensors[k].numel())],
+                                  device) if split < stop else None),
+            tensor_blocks=_long(blocks[start:stop], first.device),
+            factors=factors, factor_views=factors.unbind(0),
+            cast=(device, dtype) != (first.device, first.dtype),
+        ))
+        start = stop
+    return BlockIndex(tuple(groups), num_blocks, device, dtype)
+
+
+def _long(values: Sequence[int], device: torch.device) -> Tensor:
+    return torch.tensor(list(values), dtype=torch.long, device=device)
+
+
+def block_norms(tensors: list[Tensor], index: BlockIndex) -> Tensor:
     """L2 norm of each block, ``‖t_i‖₂ = sqrt(Σ_{k in block i} ‖t_k‖₂²)``.
 
-    One ``torch._foreach_norm`` per (device, dtype) group; the squared per-tensor norms are
-    summed per block on ``device`` with ``index_add_``. Blocks without tensors get 0.
+    Per group: one ``_foreach_norm`` over the large tensors, one ``cat`` of the small ones,
+    and ``index_add_`` of the squares into the blocks. Squares are taken in ``index.dtype``
+    (float64 keeps tiny float32 gradients exact, and half precision cannot overflow).
+    Blocks without tensors get 0.
 
     Returns:
-        (B,) tensor of block norms on ``device`` in ``dtype``.
+        (B,) block norms on ``index.device`` in ``index.dtype``.
     """
-    squared = torch.zeros(num_blocks, device=device, dtype=dtype)  # (B,) Σ‖t_k‖² per block
-    for tensors, block_index in groups:
-        tensor_norms_add_(squared, tensors, block_index)
+    squared = torch.zeros(index.num_blocks, device=index.device, dtype=index.dtype)  # (B,)
+    for group in index.groups:
+        if group.large_blocks is not None:
+            large = tensors[group.start:group.split]
+            same = large[0].dtype == index.dtype
+            norms = torch.stack(torch._foreach_norm(large, dtype=None if same else index.dtype))
+            norms = norms.to(index.device, non_blocking=True)  # (L,)
+            squared.index_add_(0, group.large_blocks, norms * norms)
+        if group.element_blocks is not None:
+            flat = torch.cat(tensors[group.split:group.stop])  # (N,)
+            flat = flat.to(device=index.device, dtype=index.dtype, non_blocking=True)
+            squared.index_add_(0, group.element_blocks, flat * flat)
     return squared.sqrt()
-
-
-def tensor_norms_add_(squared: Tensor, tensors: Sequence[Tensor], block_index: Tensor) -> None:
-    """``squared[block_index[k]] += ‖t_k‖²``: one ``_foreach_norm``, one ``index_add_``."""
-    if tensors[0].dtype == squared.dtype:
-        norms = torch.stack(torch._foreach_norm(tensors))  # (P_g,)
-    else:  # accumulate in squared's dtype (float64 keeps tiny float32 gradients exact)
-        norms = torch.stack(torch._foreach_norm(tensors, dtype=squared.dtype))
-    norms = norms.to(device=squared.device, non_blocking=True)
-    squared.index_add_(0, block_index, norms * norms)
-
-
-def element_squares_add_(
-    squared: Tensor, tensors: Sequence[Tensor], element_block_index: Tensor
-) -> None:
-    """``squared[b] += Σ t²`` over small 1-D tensors at once (one ``cat``, one ``index_add_``).
-
-    ``element_block_index`` is the (N,) block of each element of ``cat(tensors)``. The
-    squares are taken in ``squared``'s dtype, so half-precision gradients cannot overflow.
-    """
-    flat = torch.cat(list(tensors)).to(device=squared.device, dtype=squared.dtype)  # (N,)
-    squared.index_add_(0, element_block_index, flat * flat)
 
 
 def block_scales(
@@ -109,17 +176,57 @@ def block_scales(
     raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
 
 
-def narrow_scales(scales: Tensor, device: torch.device, dtype: torch.dtype) -> Tensor:
-    """``scales`` on the gradients' device and dtype; a factor beyond the dtype's range (1/‖g‖
-    of a float64-accumulated norm under ~3e-39) is clamped to its largest finite value."""
-    if dtype.is_floating_point and torch.finfo(dtype).max < torch.finfo(scales.dtype).max:
-        scales = scales.clamp(max=torch.finfo(dtype).max)
-    return scales.to(device=device, dtype=dtype, non_blocking=True)
+def tensor_factors(scales: Tensor, group: TensorGroup) -> tuple[Tensor, ...]:
+    """``scales[block(k)]`` for each tensor k of ``group``, as 0-d tensors on its device and
+    dtype (the group's workspace views). A factor beyond the dtype's range (1/‖g‖ of a
+    float64-accumulated norm under ~3e-39) is clamped to its largest finite value."""
+    if group.cast:
+        dtype = group.factors.dtype
+        if dtype.is_floating_point and torch.finfo(dtype).max < torch.finfo(scales.dtype).max:
+            scales = scales.clamp(max=torch.finfo(dtype).max)
+        scales = scales.to(device=group.factors.device, dtype=dtype, non_blocking=True)
+    torch.index_select(scales, 0, group.tensor_blocks, out=group.factors)  # (P_g,)
+    return group.factor_views
 
 
-def scale_blocks_(groups: Sequence[TensorGroup], scales: Tensor) -> None:
-    """In place, ``t_k ← scales[block_of(k)] · t_k`` with one ``_foreach_mul_`` per group."""
-    for tensors, block_index in groups:
-        per_tensor = scales.index_select(0, block_index)  # (P_g,)
-        per_tensor = narrow_scales(per_tensor, tensors[0].device, tensors[0].dtype)
-        torch._foreach_mul_(tensors, per_tensor.unbind(0))
+def scale_blocks_(tensors: list[Tensor], index: BlockIndex, scales: Tensor) -> None:
+    """In place, ``t_k ← scales[block(k)] · t_k``: one ``_foreach_mul_`` per group."""
+    for group in index.groups:
+        torch._foreach_mul_(tensors[group.start:group.stop], tensor_factors(scales, group))
+
+
+def normalize_blocks_(
+    grads: list[Tensor],
+    index: BlockIndex,
+    mode: str,
+    *,
+    params: list[Tensor] | None = None,
+    alpha: float = 0.02,
+    threshold: float = 0.1,
+    grad_scale: Tensor | None = None,
+) -> Tensor:
+    """Algorithm 1's normalization: rescale ``grads`` in place by their blocks' factors.
+
+    ``params`` (the weights, in the order of ``grads``) are needed by ``"adap"`` only. With
+    ``grad_scale`` S (a GradScaler's scale, still in the gradients) the norms are divided by
+    S, so norms and thresholds refer to the true gradient ``g``, and the factor ``c(g)`` is
+    applied to ``S·g``; the fused optimizer's division by S then yields ``c(g)·g``.
+
+    Returns:
+        (B,) block norms of the true gradients, before the rescaling.
+    """
+    norms = block_norms(grads, index)
+    if grad_scale is not None:
+        norms = norms / grad_scale.to(device=norms.device, dtype=norms.dtype)
+    if mode == "none":
+        return norms
+    weight_norms = None
+    if mode == "adap":
+        if params is None:
+            raise ValueError("mode='adap' needs the parameters")
+        with torch.no_grad():
+            weight_norms = block_norms(params, index)
+    scales = block_scales(norms, mode, weight_norms=weight_norms, alpha=alpha,
+                          threshold=threshold)
+    scale_blocks_(grads, index, scales)
+    return norms

@@ -17,7 +17,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from bng.blocks import BlockSpec, resolve_blocks
+from bng.blocks import BlockSpec, plan_blocks
 from bng.normalize import block_normalize
 
 ModelOrParams = nn.Module | Iterable[Tensor]
@@ -30,20 +30,14 @@ def _wrap(
     blocks: BlockSpec,
     alpha: float,
     threshold: float,
-    flat_grads: bool = True,
     norm_dtype: torch.dtype | str | None = None,
     **base_kwargs: Any,
 ) -> torch.optim.Optimizer:
-    if isinstance(model, nn.Module):
-        resolved = resolve_blocks(model, blocks)
-    else:
-        resolved = resolve_blocks(None, blocks, params=list(model))
-    params = [p for block in resolved.values() for p in block]
-    optimizer = base(params, **base_kwargs)
-    return block_normalize(
-        optimizer, None, mode, resolved, alpha=alpha, threshold=threshold, flat_grads=flat_grads,
-        norm_dtype=norm_dtype,
-    )
+    """The base optimizer over the blocks' parameters (in block order), plus the hook; the
+    blocks are resolved once, here, and the hook takes the same plan."""
+    plan = plan_blocks(model, blocks, norm_dtype=norm_dtype)
+    optimizer = base([p for block in plan.blocks.values() for p in block], **base_kwargs)
+    return block_normalize(optimizer, mode=mode, blocks=plan, alpha=alpha, threshold=threshold)
 
 
 def SGDMNG(  # noqa: N802 - the paper's name
@@ -56,7 +50,6 @@ def SGDMNG(  # noqa: N802 - the paper's name
     blocks: BlockSpec = "layer",
     alpha: float = 0.02,
     threshold: float = 0.1,
-    flat_grads: bool = True,
     norm_dtype: torch.dtype | str | None = None,
     **sgd_kwargs: Any,
 ) -> torch.optim.SGD:
@@ -65,7 +58,7 @@ def SGDMNG(  # noqa: N802 - the paper's name
     Update: ``ĝ_i = c_i · g_i`` (see :func:`bng.block_normalize`), then torch's SGD:
     ``b ← μ·b + (ĝ + λ·x)``, ``x ← x − η·b``.
     """
-    return _wrap(torch.optim.SGD, model, mode, blocks, alpha, threshold, flat_grads, norm_dtype,
+    return _wrap(torch.optim.SGD, model, mode, blocks, alpha, threshold, norm_dtype,
                  lr=lr, momentum=momentum, weight_decay=weight_decay, **sgd_kwargs)
 
 
@@ -77,7 +70,6 @@ def AdamNG(  # noqa: N802
     blocks: BlockSpec = "layer",
     alpha: float = 0.02,
     threshold: float = 0.1,
-    flat_grads: bool = True,
     norm_dtype: torch.dtype | str | None = None,
     **adam_kwargs: Any,
 ) -> torch.optim.Adam:
@@ -86,7 +78,7 @@ def AdamNG(  # noqa: N802
     Update: ``ĝ_i = c_i · g_i``, then Adam: ``m ← β₁m + (1−β₁)ĝ``, ``v ← β₂v + (1−β₂)ĝ²``,
     ``x ← x − η·m̂/(√v̂ + ε)``.
     """
-    return _wrap(torch.optim.Adam, model, mode, blocks, alpha, threshold, flat_grads, norm_dtype,
+    return _wrap(torch.optim.Adam, model, mode, blocks, alpha, threshold, norm_dtype,
                  lr=lr, **adam_kwargs)
 
 
@@ -98,7 +90,6 @@ def AdaGradNG(  # noqa: N802
     blocks: BlockSpec = "layer",
     alpha: float = 0.02,
     threshold: float = 0.1,
-    flat_grads: bool = True,
     norm_dtype: torch.dtype | str | None = None,
     **adagrad_kwargs: Any,
 ) -> torch.optim.Adagrad:
@@ -107,7 +98,7 @@ def AdaGradNG(  # noqa: N802
     Update: ``ĝ_i = c_i · g_i``, then ``s ← s + ĝ²``, ``x ← x − η·ĝ/(√s + ε)``.
     Not the appendix's Algorithm 2; that is :class:`bng.AdaGradBNG`.
     """
-    return _wrap(torch.optim.Adagrad, model, mode, blocks, alpha, threshold, flat_grads, norm_dtype,
+    return _wrap(torch.optim.Adagrad, model, mode, blocks, alpha, threshold, norm_dtype,
                  lr=lr, **adagrad_kwargs)
 
 
@@ -130,7 +121,6 @@ def build(
     blocks: BlockSpec = "layer",
     alpha: float = 0.02,
     threshold: float = 0.1,
-    flat_grads: bool = True,
     norm_dtype: torch.dtype | str | None = None,
     **base_kwargs: Any,
 ) -> torch.optim.Optimizer:
@@ -141,5 +131,5 @@ def build(
     ``mode="none"`` gives the plain base optimizer whose trajectory is torch's exactly, and
     still records the block norms for :func:`bng.block_grad_norms`.
     """
-    return _wrap(_resolve_class(base), model, mode, blocks, alpha, threshold, flat_grads, norm_dtype,
+    return _wrap(_resolve_class(base), model, mode, blocks, alpha, threshold, norm_dtype,
                  **base_kwargs)

@@ -1,7 +1,7 @@
 """Plain per-block loop: the readable reference that the vectorized path must equal.
 
 It is deliberately slow (one Python iteration and several kernels per block and tensor)
-and is used by the tests and the benchmark, never by the optimizers.
+and is used by the tests, never by the optimizers.
 """
 
 from __future__ import annotations

@@ -107,12 +107,15 @@ def train_epoch(task: Task, epoch: int, state: EpochState, should_stop: Callable
             task.optimizer.step()
             for hook in task.extra_step:
                 hook()
+            # Per-step bookkeeping stays on the device, in place: a few small kernels a step.
             n = targets.numel()
-            state.loss_sum += loss.detach() * n
+            state.loss_sum.add_(loss.detach(), alpha=n)
             if task.kind == "classification":
-                state.correct += (logits.detach().argmax(-1) == targets).sum()
-            state.count += n
-            norms = bng.last_block_norms(task.optimizer)            # (B,), on the device
+                state.correct.add_((logits.detach().argmax(-1) == targets).sum())
+            state.count.add_(n)
+            # (B,) block gradient norms that the optimizer's bng hook recorded before the step
+            # (experiments.optim gives every optimizer one; mode "none" only records them).
+            norms = bng.last_block_norms(task.optimizer)
             if norms is not None:
                 if state.norm_sum is None:
                     state.norm_sum = norms.float().clone()   # own buffer: added to in place

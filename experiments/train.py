@@ -34,6 +34,7 @@ from .io import (
     write_text,
 )
 from .loops import Diverged, EpochState, Task, epoch_metrics, evaluate, train_epoch
+from .optim import build_optimizer
 from .record import (
     FINISHED,
     Identity,
@@ -115,9 +116,7 @@ def _build_task(cfg: DictConfig, data, device: torch.device, dist: distributed.D
     net = instantiate(cfg.model.net).to(device)
     if device.type == "cuda" and cfg.dataset.input.startswith("image"):
         net = net.to(memory_format=torch.channels_last)
-    optim_kwargs = OmegaConf.to_container(cfg.optim, resolve=True)
-    optim_kwargs.pop("name")
-    optimizer = instantiate(optim_kwargs, net, _convert_="all")
+    optimizer = build_optimizer(cfg.optim, net)
     model = net
     if dist.enabled:
         model = torch.nn.parallel.DistributedDataParallel(

@@ -1,22 +1,28 @@
-"""Optimizer step time: bng's block-normalized optimizers against their torch base.
+"""Speed of bng against its torch base, and of the suite's loop against a hand-written one.
 
-For each parameter set (MLP-18, CIFAR ResNet-110, PTB LSTM) and each pair (SGDM/SGDMNG,
-Adam/AdamNG, AdaGrad/AdaGradNG) it times ``optimizer.step()`` on gradients that stay the
-same tensors from step to step, as with ``zero_grad(set_to_none=False)``:
+Three parts, each interleaving its variants repetition by repetition (so that noise from other
+processes hits all of them alike) and reporting medians, and ratios to a baseline measured in
+the same run (the median of the per-repetition ratios):
 
-- ``base``: the torch optimizer (foreach=True);
-- ``NG flat``: the bng optimizer as built (after two steps its gradients are views of one
-  flat buffer, see :class:`bng.normalize.BlockNormalizer`);
-- ``NG foreach``: the bng optimizer with ``flat_grads=False``, the path taken when the
-  gradients are new tensors every step (torch's default ``zero_grad()``);
-- ``naive``: a per-parameter-loop NG hook, as a second reference.
+- ``step``: ``optimizer.step()`` alone on fixed gradients (ResNet-110, MLP-18 and PTB-LSTM
+  parameter sets): the torch optimizer (foreach=True), the bng optimizer built on it, and a
+  per-parameter-loop NG hook as a second reference.
+- ``e2e``: a whole training step, forward + backward + step with ``zero_grad()`` (torch's
+  default ``set_to_none=True``): ResNet-20 on CIFAR-shaped batches of 128, MLP-18 on
+  MNIST-shaped batches of 100 and the PTB LSTM on 100 x 40 token windows; NG against its
+  base (foreach=True both).
+- ``loop``: the suite's own epoch (``experiments.loops.train_epoch`` with its per-step
+  diagnostics and bookkeeping, ``epoch_metrics`` and ``evaluate``; the optimizer the engine
+  builds from ``configs/optim/adam.yaml``) against a minimal hand-written epoch over the same
+  data layer, model and torch optimizer, each with its test pass: MLP-18 on digits, Adam,
+  batch 20.
 
-Variants are interleaved step by step so that CPU noise from other processes hits all of
-them alike; the table reports medians and ratios to the base.
+    python3 scripts/bench_optim.py                       # all three parts, ~3-4 min on 2 cores
+    python3 scripts/bench_optim.py --parts step --repeats 50
+    python3 scripts/bench_optim.py --parts loop --epochs 15
 
-    python3 scripts/bench_optim.py            # full run
-    python3 scripts/bench_optim.py --quick    # a few seconds
-Targets (2-core CPU, ResNet-110): AdamNG/Adam <= 1.10, SGDMNG/SGDM <= 1.25.
+Targets (2-core CPU): step alone on ResNet-110, AdamNG/Adam <= 1.15 and SGDMNG/SGDM <= 1.25;
+end to end NG/base throughput >= 0.97; suite loop / hand loop throughput >= 0.98.
 """
 
 from __future__ import annotations
@@ -29,47 +35,66 @@ from collections.abc import Callable
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
 import bng  # noqa: E402
+import models  # noqa: E402
 
-
-def mlp18() -> nn.Module:
-    """784-100x16-10: 17 Linear layers, 34 tensors."""
-    widths = [784] + [100] * 16 + [10]
-    return nn.Sequential(*[nn.Linear(a, b) for a, b in zip(widths, widths[1:], strict=False)])
-
-
-def resnet110() -> nn.Module:
-    """CIFAR ResNet-110's parameter tensors (option A shortcuts): 329 tensors, 1.73M."""
-    layers: list[nn.Module] = [nn.Conv2d(3, 16, 3, bias=False), nn.BatchNorm2d(16)]
-    in_ch = 16
-    for width in (16, 32, 64):
-        for _ in range(18):
-            layers += [nn.Conv2d(in_ch, width, 3, bias=False), nn.BatchNorm2d(width),
-                       nn.Conv2d(width, width, 3, bias=False), nn.BatchNorm2d(width)]
-            in_ch = width
-    layers.append(nn.Linear(64, 10))
-    return nn.Sequential(*layers)
-
-
-def ptb_lstm() -> nn.Module:
-    """PTB LSTM: vocab 10000, embedding 200, 2x200 LSTM, decoder."""
-    model = nn.Module()
-    model.embedding = nn.Embedding(10000, 200)
-    model.lstm = nn.LSTM(200, 200, num_layers=2)
-    model.decoder = nn.Linear(200, 10000)
-    return model
-
-
-MODELS: dict[str, Callable[[], nn.Module]] = {
-    "MLP-18": mlp18, "ResNet-110": resnet110, "PTB-LSTM": ptb_lstm,
-}
 PAIRS: dict[str, tuple[type[torch.optim.Optimizer], dict]] = {
     "SGDM": (torch.optim.SGD, {"lr": 0.1, "momentum": 0.9, "weight_decay": 1e-4}),
     "Adam": (torch.optim.Adam, {"lr": 1e-3}),
     "AdaGrad": (torch.optim.Adagrad, {"lr": 1e-2}),
+}
+
+
+CLOCK = [time.perf_counter]  # or time.process_time: --clock cpu
+
+
+class Timing(dict):
+    """Seconds per call of each variant: ``t[name]`` is the median, ``t.ratio(a, b)`` the
+    median over repetitions of ``a_r / b_r`` (pairs measured back to back, so slow drifts
+    in the machine's load cancel)."""
+
+    def __init__(self, samples: dict[str, list[float]]) -> None:
+        super().__init__({k: statistics.median(v) for k, v in samples.items()})
+        self.samples = samples
+
+    def ratio(self, a: str, b: str) -> float:
+        pairs = zip(self.samples[a], self.samples[b], strict=True)
+        return statistics.median(x / y for x, y in pairs)
+
+
+def interleaved(variants: dict[str, Callable[[], object]], repeats: int, warmup: int) -> Timing:
+    """One call of each variant per repetition, in turn; the order alternates between
+    repetitions so that neither variant always runs first."""
+    for _ in range(warmup):
+        for run in variants.values():
+            run()
+    samples: dict[str, list[float]] = {k: [] for k in variants}
+    names = list(variants)
+    for r in range(repeats):
+        for name in names if r % 2 == 0 else reversed(names):
+            start = CLOCK[0]()
+            variants[name]()
+            samples[name].append(CLOCK[0]() - start)
+    return Timing(samples)
+
+
+# --- step: the optimizer step alone ----------------------------------------------------------
+
+def mlp18_mnist() -> nn.Module:
+    return models.mlp(18, in_features=784)
+
+
+def ptb_lstm() -> nn.Module:
+    return models.lstm_lm(10000)
+
+
+STEP_MODELS: dict[str, Callable[[], nn.Module]] = {
+    "ResNet-110": models.resnet110, "MLP-18": mlp18_mnist, "PTB-LSTM": ptb_lstm,
 }
 
 
@@ -87,66 +112,180 @@ def naive_ng_hook(blocks: dict[str, list[nn.Parameter]]) -> Callable:
     return hook
 
 
-def make_variants(make_model: Callable[[], nn.Module], base: str) -> dict[str, Callable]:
+def step_variants(make_model: Callable[[], nn.Module], base: str) -> dict[str, Callable]:
     cls, kwargs = PAIRS[base]
     variants: dict[str, Callable] = {}
-    for kind in ("base", "flat", "foreach", "naive"):
+    for kind in ("base", "NG", "naive"):
         torch.manual_seed(0)
         model = make_model()
         for p in model.parameters():
             p.grad = torch.randn_like(p)
-        params = list(model.parameters())
-        if kind in ("flat", "foreach"):
-            opt = bng.build(model, base=cls, mode="ng", foreach=True,
-                            flat_grads=kind == "flat", **kwargs)
+        if kind == "NG":
+            opt = bng.build(model, base=cls, mode="ng", foreach=True, **kwargs)
         else:
-            opt = cls(params, foreach=True, **kwargs)
+            opt = cls(model.parameters(), foreach=True, **kwargs)
             if kind == "naive":
                 opt.register_step_pre_hook(naive_ng_hook(bng.layer_blocks(model)))
         variants[kind] = opt.step
     return variants
 
 
-def time_interleaved(variants: dict[str, Callable], repeats: int, warmup: int) -> dict[str, float]:
-    for _ in range(warmup):
-        for step in variants.values():
-            step()
-    samples: dict[str, list[float]] = {k: [] for k in variants}
-    for _ in range(repeats):
-        for kind, step in variants.items():
-            start = time.perf_counter()
-            step()
-            samples[kind].append(time.perf_counter() - start)
-    return {k: statistics.median(v) for k, v in samples.items()}
+def bench_step(repeats: int, only: list[str] | None) -> None:
+    print(f"\n## step: optimizer.step() alone, median of {repeats} interleaved steps; "
+          "ratios to the torch optimizer (foreach=True), median of per-step ratios")
+    header = (f"{'params':<11} {'tensors':>7} {'numel':>9}  {'pair':<16} {'base ms':>8} "
+              f"{'NG ms':>8} {'NG/base':>7} {'naive ms':>8} {'/base':>6}")
+    print(header + "\n" + "-" * len(header))
+    for name, make in STEP_MODELS.items():
+        if only and name not in only:
+            continue
+        params = list(make().parameters())
+        numel = sum(p.numel() for p in params)
+        for base in PAIRS:
+            t = interleaved(step_variants(make, base), repeats, warmup=max(3, repeats // 10))
+            print(f"{name:<11} {len(params):>7} {numel:>9}  {base + '/' + base + 'NG':<16} "
+                  f"{t['base'] * 1e3:>8.3f} {t['NG'] * 1e3:>8.3f} {t.ratio('NG', 'base'):>7.3f} "
+                  f"{t['naive'] * 1e3:>8.3f} {t.ratio('naive', 'base'):>6.3f}", flush=True)
+
+
+# --- e2e: forward + backward + step ------------------------------------------------------------
+
+def e2e_task(name: str) -> tuple[nn.Module, Callable[[nn.Module], torch.Tensor]]:
+    """A model and its loss on one fixed batch of the stated shape."""
+    g = torch.Generator().manual_seed(0)
+    if name == "ResNet-20":
+        model = models.resnet20()
+        x, y = torch.randn(128, 3, 32, 32, generator=g), torch.randint(0, 10, (128,), generator=g)
+        return model, lambda m: F.cross_entropy(m(x), y)
+    if name == "MLP-18":
+        model = models.mlp(18, in_features=784)
+        x, y = torch.randn(100, 784, generator=g), torch.randint(0, 10, (100,), generator=g)
+        return model, lambda m: F.cross_entropy(m(x), y)
+    model = models.lstm_lm(10000)
+    x = torch.randint(0, 10000, (100, 40), generator=g)
+    y = torch.randint(0, 10000, (100, 40), generator=g)
+    return model, lambda m: F.cross_entropy(m(x)[0].flatten(0, 1), y.flatten())
+
+
+E2E = {"ResNet-20": "SGDM", "MLP-18": "Adam", "PTB-LSTM": "Adam"}
+
+
+def bench_e2e(repeats: int, pairs: list[str] | None, only: list[str] | None) -> None:
+    print(f"\n## e2e: forward + backward + step, median of {repeats} interleaved steps; "
+          "NG/base throughput (>= 0.97 is the target)")
+    header = (f"{'model':<10} {'batch':<13} {'pair':<12} {'base ms':>9} {'NG ms':>9} "
+              f"{'NG/base throughput':>18}")
+    print(header + "\n" + "-" * len(header))
+    shapes = {"ResNet-20": "128x3x32x32", "MLP-18": "100x784", "PTB-LSTM": "100x40 tokens"}
+    for name, default_pair in E2E.items():
+        if only and name not in only:
+            continue
+        for base in pairs or [default_pair]:
+            cls, kwargs = PAIRS[base]
+            variants = {}
+            for kind in ("base", "NG"):
+                torch.manual_seed(0)
+                model, loss_of = e2e_task(name)
+                if kind == "NG":
+                    opt = bng.build(model, base=cls, mode="ng", foreach=True, **kwargs)
+                else:
+                    opt = cls(model.parameters(), foreach=True, **kwargs)
+
+                def step(model=model, opt=opt, loss_of=loss_of) -> None:
+                    opt.zero_grad()
+                    loss_of(model).backward()
+                    opt.step()
+
+                variants[kind] = step
+            t = interleaved(variants, repeats, warmup=2)
+            print(f"{name:<10} {shapes[name]:<13} {base + '/' + base + 'NG':<12} "
+                  f"{t['base'] * 1e3:>9.1f} {t['NG'] * 1e3:>9.1f} {t.ratio('base', 'NG'):>18.3f}",
+                  flush=True)
+
+
+# --- loop: the suite's epoch against a hand-written one ----------------------------------------
+
+def bench_loop(epochs: int) -> None:
+    from omegaconf import OmegaConf
+
+    from data import build_dataset
+    from experiments.distributed import Dist
+    from experiments.loops import EpochState, Task, epoch_metrics, evaluate, train_epoch
+    from experiments.optim import build_optimizer
+
+    dataset_cfg = OmegaConf.load(REPO / "configs" / "dataset" / "digits.yaml")
+    optim_cfg = OmegaConf.load(REPO / "configs" / "optim" / "adam.yaml")
+    optim_cfg.weight_decay = 0.0
+    optim_cfg.norm_dtype = OmegaConf.load(REPO / "configs" / "model" / "mlp18.yaml").norm_dtype
+    batch = int(dataset_cfg.train.batch_size)
+    data = build_dataset(dataset_cfg, device="cpu", seed=1)  # digits: bundled, no files
+    device = torch.device("cpu")
+
+    torch.manual_seed(1)
+    suite_net = models.mlp(18, in_features=64)
+    hand_net = models.mlp(18, in_features=64)
+    hand_net.load_state_dict(suite_net.state_dict())
+    task = Task(model=suite_net, net=suite_net, optimizer=build_optimizer(optim_cfg, suite_net),
+                data=data, kind="classification", device=device,
+                dist=Dist(), batch_size=batch)
+    hand_opt = torch.optim.Adam(hand_net.parameters(), lr=1e-3)
+    epoch = [0, 0]
+
+    def suite() -> None:
+        epoch[0] += 1
+        state = EpochState()
+        train_epoch(task, epoch[0], state, lambda: False, show_progress=False)
+        epoch_metrics(task, state)
+        evaluate(task)
+
+    def hand() -> None:
+        epoch[1] += 1
+        hand_net.train()
+        for x, y in data.train_batches(epoch[1], batch):
+            hand_opt.zero_grad()
+            F.cross_entropy(hand_net(x), y).backward()
+            hand_opt.step()
+        hand_net.eval()
+        correct = torch.zeros(())
+        with torch.no_grad():
+            for x, y in data.test_batches(batch):
+                correct += (hand_net(x).argmax(-1) == y).sum()
+        correct.item()
+
+    steps = data.num_train_batches(batch)
+    print(f"\n## loop: one epoch ({steps} steps of {batch}) plus its test pass, MLP-18 on digits, "
+          f"Adam; median of {epochs} interleaved epochs")
+    t = interleaved({"hand": hand, "suite": suite}, epochs, warmup=2)
+    print(f"hand-written {t['hand'] * 1e3:.1f} ms/epoch, suite {t['suite'] * 1e3:.1f} ms/epoch, "
+          f"suite/hand throughput {t.ratio('hand', 'suite'):.3f} (>= 0.98 is the target)")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="fewer repetitions (a few seconds)")
+    parser.add_argument("--parts", nargs="*", default=["step", "e2e", "loop"],
+                        choices=["step", "e2e", "loop"])
     parser.add_argument("--threads", type=int, default=2, help="torch.set_num_threads")
-    parser.add_argument("--repeats", type=int, default=None)
-    parser.add_argument("--models", nargs="*", default=list(MODELS), choices=list(MODELS))
+    parser.add_argument("--clock", choices=["wall", "cpu"], default="wall",
+                        help="cpu: this process's CPU time (time.process_time), which leaves out "
+                             "the time other processes hold the cores; meaningful with --threads 1")
+    parser.add_argument("--repeats", type=int, default=40, help="steps per variant (step)")
+    parser.add_argument("--e2e-repeats", type=int, default=10, help="steps per variant (e2e)")
+    parser.add_argument("--e2e-pairs", nargs="*", choices=list(PAIRS),
+                        help="base optimizers for e2e (default: SGDM for ResNet-20, else Adam)")
+    parser.add_argument("--models", nargs="*", help="only these models in step/e2e "
+                        "(ResNet-110, ResNet-20, MLP-18, PTB-LSTM)")
+    parser.add_argument("--epochs", type=int, default=15, help="epochs per variant (loop)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    repeats = args.repeats or (7 if args.quick else 100)
-    warmup = 2 if args.quick else 10
-    print(f"torch {torch.__version__}, {args.threads} thread(s), median of {repeats} steps, "
-          f"interleaved; ratios are to the base torch optimizer (foreach=True)")
-    header = (f"{'params':<11} {'tensors':>7} {'numel':>9}  {'optimizer':<18} {'base ms':>8} "
-              f"{'NG flat':>8} {'/base':>6} {'NG foreach':>10} {'/base':>6} "
-              f"{'naive':>8} {'/base':>6}")
-    print(header)
-    print("-" * len(header))
-    for model_name in args.models:
-        params = list(MODELS[model_name]().parameters())
-        numel = sum(p.numel() for p in params)
-        for base in PAIRS:
-            t = time_interleaved(make_variants(MODELS[model_name], base), repeats, warmup)
-            ms = {k: v * 1e3 for k, v in t.items()}
-            print(f"{model_name:<11} {len(params):>7} {numel:>9}  {base + '/' + base + 'NG':<18} "
-                  f"{ms['base']:>8.3f} {ms['flat']:>8.3f} {t['flat'] / t['base']:>6.3f} "
-                  f"{ms['foreach']:>10.3f} {t['foreach'] / t['base']:>6.3f} "
-                  f"{ms['naive']:>8.3f} {t['naive'] / t['base']:>6.3f}", flush=True)
+    if args.clock == "cpu":
+        CLOCK[0] = time.process_time
+    print(f"torch {torch.__version__}, {args.threads} thread(s), {args.clock} clock")
+    if "step" in args.parts:
+        bench_step(args.repeats, args.models)
+    if "e2e" in args.parts:
+        bench_e2e(args.e2e_repeats, args.e2e_pairs, args.models)
+    if "loop" in args.parts:
+        bench_loop(args.epochs)
 
 
 if __name__ == "__main__":

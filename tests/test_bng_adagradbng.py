@@ -1,5 +1,4 @@
-"""AdaGradBNG (the appendix's Algorithm 2): the literal rule and the convex rate
-(issue 2, test 6)."""
+"""AdaGradBNG (the appendix's Algorithm 2): the literal rule and the convex rate."""
 
 import pytest
 import torch

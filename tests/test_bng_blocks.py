@@ -1,4 +1,4 @@
-"""Block partitions: the paper's layer blocks and the other specs (issue 2, test 4)."""
+"""Block partitions: the paper's layer blocks and the other specs."""
 
 import pytest
 import torch
@@ -6,7 +6,8 @@ from torch import nn
 
 import bng
 from bng.blocks import resolve_blocks
-from bng_helpers import TinyLM, mlp18
+from bng_helpers import SmallCNN, TinyLM, distance, mlp18, train
+from models import resnet20
 
 
 def test_mlp18_has_17_blocks_of_weight_and_bias() -> None:
@@ -83,3 +84,62 @@ def test_errors_are_clear() -> None:
         bng.block_normalize(optimizer, model, blocks={"one": [model[0].weight]})
     with pytest.raises(ValueError, match="mode"):
         bng.AdamNG(model, mode="unit")
+
+
+def test_conv_bn_joins_each_batchnorm_to_the_conv_before_it() -> None:
+    model = SmallCNN()
+    blocks = resolve_blocks(model, "conv_bn")
+    assert list(blocks) == ["conv1", "conv2", "fc"]
+    assert blocks["conv1"] == [model.conv1.weight, model.bn1.weight, model.bn1.bias]
+    assert blocks["conv2"] == [model.conv2.weight, model.bn2.weight, model.bn2.bias]
+    assert bng.conv_bn_blocks(model) == blocks
+
+
+@pytest.mark.parametrize("shortcut", ["A", "B"])
+def test_conv_bn_on_a_cifar_resnet(shortcut: str) -> None:
+    net = resnet20(shortcut=shortcut)
+    blocks = resolve_blocks(net, "conv_bn")
+    convs = {n for n, m in net.named_modules() if isinstance(m, nn.Conv2d)}
+    assert set(blocks) == convs | {"fc"}  # 19 convs (+2 projections with B) and fc
+    modules = dict(net.named_modules())
+    for name, params in blocks.items():
+        if name == "fc":
+            continue
+        bn = [m for m in modules.values() if isinstance(m, nn.BatchNorm2d)
+              and m.weight is params[1]]
+        assert len(params) == 3 and params[0] is modules[name].weight and len(bn) == 1
+        assert bn[0].bias is params[2] and bn[0].num_features == modules[name].out_channels
+    layer = resolve_blocks(net, "layer")
+    assert len(layer) == 2 * len(convs) + 1
+    assert sum(map(len, blocks.values())) == sum(map(len, layer.values()))
+
+
+def test_conv_bn_plain_sgd_moves_each_merged_block_by_lr() -> None:
+    torch.manual_seed(0)
+    model = SmallCNN()
+    opt = bng.SGDMNG(model, lr=0.03, momentum=0.0, blocks="conv_bn")
+    blocks = resolve_blocks(model, "conv_bn")
+    before = {n: [p.detach().clone() for p in ps] for n, ps in blocks.items()}
+    train(model, opt, 1)
+    assert bng.block_names(opt) == list(blocks)
+    for name, params in blocks.items():
+        assert distance(params, before[name]) == pytest.approx(0.03, abs=1e-6), name
+
+
+def test_a_batchnorm_first_stays_its_own_block() -> None:
+    model = nn.Sequential(nn.BatchNorm1d(3), nn.Linear(3, 2), nn.BatchNorm1d(2))
+    blocks = resolve_blocks(model, "conv_bn")
+    assert list(blocks) == ["0", "1"] and len(blocks["1"]) == 4
+
+
+def test_blocks_are_resolved_once_per_optimizer(monkeypatch) -> None:
+    calls = []
+    original = bng.blocks.resolve_blocks
+    monkeypatch.setattr(bng.blocks, "resolve_blocks",
+                        lambda *a, **k: calls.append(1) or original(*a, **k))
+    for make in (lambda m: bng.AdamNG(m), lambda m: bng.build(m, base="SGD", mode="ng", lr=0.1),
+                 lambda m: bng.AdaGradBNG(m)):
+        calls.clear()
+        opt = make(mlp18())
+        assert len(calls) == 1
+        assert opt.block_normalizer.plan.names == list(bng.layer_blocks(mlp18()))

@@ -1,5 +1,4 @@
-"""The returned optimizers are torch's own: round trips, schedulers, GradScaler, build
-(issue 2, test 7)."""
+"""The returned optimizers are torch's own: round trips, schedulers, GradScaler, build."""
 
 import io
 
@@ -123,7 +122,7 @@ def test_hook_compiles_without_graph_breaks_and_matches_eager(mode: str) -> None
     eager_model, compiled_model = net(), net()
     eager = bng.SGDMNG(eager_model, lr=0.1, momentum=0.9, mode=mode)
     compiled = bng.SGDMNG(compiled_model, lr=0.1, momentum=0.9, mode=mode)
-    normalizer = compiled._bng_normalizer
+    normalizer = compiled.block_normalizer
     normalizer.handle.remove()
     normalize = torch.compile(normalizer.normalize_, fullgraph=True)
 
