@@ -129,7 +129,10 @@ def build(
     ``instantiate(cfg.optim, model)`` with ``_target_: bng.build``. ``base`` is a class or a
     dotted path (``"torch.optim.SGD"``; a bare ``"SGD"`` means ``torch.optim.SGD``).
     ``mode="none"`` gives the plain base optimizer whose trajectory is torch's exactly, and
-    still records the block norms for :func:`bng.block_grad_norms`.
+    still records the block norms for :func:`bng.block_grad_norms`. A base argument given as
+    ``None`` takes the base optimizer's own default: the configs resolve a setting that does not
+    apply to a dataset (``nesterov`` outside the ResNets) to null.
     """
+    base_kwargs = {key: value for key, value in base_kwargs.items() if value is not None}
     return _wrap(_resolve_class(base), model, mode, blocks, alpha, threshold, norm_dtype,
                  **base_kwargs)

@@ -76,3 +76,10 @@ def test_run_py_trains_a_plain_torch_optimizer_with_diagnostics(tmp_path: Path) 
     row = json.loads((run_dir / "metrics.jsonl").read_text().splitlines()[0])
     assert list(row["grad_norms"]) == list(bng.layer_blocks(mlp(18, in_features=64)))
     assert all(value > 0 for value in row["grad_norms"].values())
+
+
+def test_a_null_base_argument_takes_the_base_optimizers_default():
+    # sgdm.yaml resolves nesterov to null outside the ResNets; fused SGD rejects nesterov=None.
+    model = torch.nn.Linear(3, 2)
+    opt = bng.build(model, base="torch.optim.SGD", lr=0.1, momentum=0.9, nesterov=None, fused=True)
+    assert opt.param_groups[0]["nesterov"] is False
