@@ -1,8 +1,8 @@
 """Where each optimizer ends, and how soon it gets there (time to target, in the spirit of
 AlgoPerf), for any artifact's runs.
 
-The endpoint table gives, per cell, the final training and test loss, the best test metric, and
-how much the test loss still swings in the second half of training (the mean absolute change from
+The endpoint table gives, per cell, the final training and test loss, the best test metric and
+the epoch it came at, and how much the test loss still swings in the second half of training (the mean absolute change from
 one epoch to the next), each as mean ± std over the completed seeds.
 
 For each group of an artifact (dataset, model and sweep variant, e.g. one BPTT length) and each
@@ -181,8 +181,9 @@ def endpoint_rows(artifact: Artifact, runs: list[Run]) -> list[dict]:
             if not done:
                 continue
             found = eval_column(done)
-            best = ([run.metrics[found[0]].max() if found[1] else run.metrics[found[0]].min()
-                     for run in done] if found else [])
+            best_rows = ([run.metrics.loc[run.metrics[found[0]].idxmax() if found[1]
+                                          else run.metrics[found[0]].idxmin()] for run in done]
+                         if found else [])
             rows.append({
                 "dataset": label(dataset), "model": label(model), "variant": variant,
                 "optimizer": label(cell.optim), "seeds": str(len(done)),
@@ -192,14 +193,17 @@ def endpoint_rows(artifact: Artifact, runs: list[Run]) -> list[dict]:
                 "final test_loss": _mean_std(seed_stats(
                     run.metrics["test_loss"].iloc[-1] for run in done
                     if "test_loss" in run.metrics), 4),
-                "best test": (f"{found[0]} {_mean_std(seed_stats(best), 4)}" if found else "-"),
+                "best test": (f"{found[0]} {_mean_std(seed_stats(r[found[0]] for r in best_rows), 4)}"
+                              if found else "-"),
+                "best at epoch": _mean_std(seed_stats(r["epoch"] for r in best_rows), 1),
                 "test_loss swing": _mean_std(seed_stats(_wiggle(run) for run in done), 4),
             })
     return rows
 
 
 ENDPOINT_COLUMNS = ("dataset", "model", "variant", "optimizer", "seeds", "epochs",
-                    "final train_loss", "final test_loss", "best test", "test_loss swing")
+                    "final train_loss", "final test_loss", "best test", "best at epoch",
+                    "test_loss swing")
 COLUMNS = ("dataset", "model", "variant", "target", "optimizer", "epochs", "seconds", "reached",
            "speed-up")
 
@@ -212,7 +216,8 @@ def _markdown_table(columns: tuple[str, ...], rows: list[dict]) -> list[str]:
 def to_markdown(artifact: Artifact, rows: list[dict], ends: list[dict]) -> str:
     lines = [f"# {artifact.title}: where each optimizer ends, and how soon", "",
              "## Endpoints", "",
-             "Mean ± std over the completed seeds. `test_loss swing`: the mean absolute change of "
+             "Mean ± std over the completed seeds. `best at epoch`: the epoch of each seed's best "
+             "test metric (its first, on ties). `test_loss swing`: the mean absolute change of "
              "the test loss from one epoch to the next over the second half of training.", ""]
     lines += _markdown_table(ENDPOINT_COLUMNS, ends) if ends else ["No completed runs yet."]
     lines += ["", "## Time to target", "",
