@@ -215,9 +215,7 @@ def optim_item(item: dict, device: torch.device) -> dict:
         for label, ng, extra in (("foreach", False, {"foreach": True}),
                                  ("fused", False, {"fused": True}),
                                  ("NG foreach", True, {"foreach": True}),
-                                 ("NG fused", True, {"fused": True}),
-                                 ("NG foreach, flat_grads=False", True,
-                                  {"foreach": True, "flat_grads": False})):
+                                 ("NG fused", True, {"fused": True})):
             torch.manual_seed(0)
             net = models.resnet110().to(device)
             for p in net.parameters():

@@ -205,7 +205,7 @@ OPTIMIZERS = {"SGDMNG": (torch.optim.SGD, {"lr": 0.1, "momentum": 0.9}),
               "AdaGradNG": (torch.optim.Adagrad, {"lr": 0.1})}
 
 
-@pytest.mark.parametrize("set_to_none", [False, True], ids=["flat", "foreach"])
+@pytest.mark.parametrize("set_to_none", [False, True], ids=["kept-grads", "new-grads"])
 @pytest.mark.parametrize("mode", ["ng", "adap", "clip"])
 @pytest.mark.parametrize("factory", sorted(OPTIMIZERS))
 def test_bng_on_the_device_matches_the_cpu_reference(factory: str, mode: str, set_to_none: bool):
@@ -234,7 +234,7 @@ def test_bng_on_the_device_matches_the_cpu_reference(factory: str, mode: str, se
         assert measured[name] == pytest.approx(norm, rel=1e-4, abs=1e-7), name
 
 
-@pytest.mark.parametrize("set_to_none", [False, True], ids=["flat", "foreach"])
+@pytest.mark.parametrize("set_to_none", [False, True], ids=["kept-grads", "new-grads"])
 @pytest.mark.parametrize("factory", ["SGDMNG", "AdamNG"])
 def test_ng_step_makes_no_host_sync(factory: str, set_to_none: bool):
     """After the first steps, optimizer.step() and the norms the engine reads never sync
@@ -256,7 +256,7 @@ def test_ng_step_makes_no_host_sync(factory: str, set_to_none: bool):
         for step in range(5):
             opt.zero_grad(set_to_none=set_to_none)
             F.cross_entropy(net(x), y).backward()
-            if step < 2:                 # the flat path adopts the gradients in its first steps
+            if step < 2:                 # the first steps create the optimizer's state
                 opt.step()
             else:
                 found.append(host_sync(plain.step if opt is plain else hooked_step))
