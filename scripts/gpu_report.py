@@ -45,37 +45,53 @@ def _read(path: Path) -> dict:
     return yaml.load(path.read_text(), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader)) or {}
 
 
-def _default_choice(spec: dict, group: str) -> str | None:
-    for entry in spec.get("defaults", []):
-        if isinstance(entry, dict):
-            for key, value in entry.items():
-                if key.replace("override ", "").strip() == f"/{group}":
-                    return str(value)
-    return None
-
-
 @functools.cache
 def _cells(artifact: str, config_dir: Path) -> tuple[dict, ...]:
     return tuple(artifact_cells(artifact, config_dir))
 
 
 def artifact_cells(artifact: str, config_dir: Path = CONFIG_DIR) -> list[dict]:
-    """The sweep's cells as dicts (dataset, model, optim, seed, epochs and swept extras)."""
-    spec = _read(config_dir / "experiment" / f"{artifact}.yaml")
-    params = ((spec.get("hydra") or {}).get("sweeper") or {}).get("params") or {}
-    base = {"dataset": _default_choice(spec, "dataset"), "model": _default_choice(spec, "model"),
-            "seed": "1"}
-    keys = list(params)
-    values = [str(params[k]).split(",") for k in keys]
+    """The cells of the artifact's sweeps as dicts (dataset, model, optim, seed, epochs and swept
+    extras). Which sweeps make an artifact is the reports' one mapping (Table 3 is two)."""
+    from scripts.reports.grids import ARTIFACTS  # pandas: only once there is a GPU to project
+
     cells = []
-    for combo in itertools.product(*values):
-        cell = {**base, **{k: v.strip() for k, v in zip(keys, combo, strict=True)}}
+    sweeps = ARTIFACTS[artifact].sweeps if artifact in ARTIFACTS else (artifact,)
+    for sweep in sweeps:
+        cells += _sweep_cells(sweep, config_dir)
+    return cells
+
+
+def _sweep_cells(sweep: str, config_dir: Path) -> list[dict]:
+    """One sweep's grid, its base experiments merged in (scripts/reports/sweeps.py reads them)."""
+    from scripts.reports.sweeps import read_sweep
+
+    grid = read_sweep(sweep)
+    keys = list(grid.params)
+    base = {"dataset": grid.groups.get("dataset"), "model": grid.groups.get("model"),
+            "seed": "1"}
+    cells = []
+    for combo in itertools.product(*(grid.params[k] for k in keys)):
+        cell = {**base, **dict(zip(keys, combo, strict=True))}
         dataset = _read(config_dir / "dataset" / f"{cell['dataset']}.yaml")
-        cell["epochs"] = int(spec.get("epochs") or dataset["train"]["epochs"])
+        cell["epochs"] = int(_sweep_epochs(sweep, config_dir) or dataset["train"]["epochs"])
         if cell["dataset"] == "ptb":
             cell.setdefault("dataset.bptt", str(dataset.get("bptt", 40)))
         cells.append(cell)
     return cells
+
+
+def _sweep_epochs(sweep: str, config_dir: Path) -> int | None:
+    """`epochs:` of the sweep's file, else of the experiments it builds on."""
+    spec = _read(config_dir / "experiment" / f"{sweep}.yaml")
+    if spec.get("epochs") is not None:
+        return int(spec["epochs"])
+    for entry in spec.get("defaults", []):
+        if isinstance(entry, str) and entry != "_self_":
+            found = _sweep_epochs(entry, config_dir)
+            if found is not None:
+                return found
+    return None
 
 
 def cell_key(cell: dict) -> tuple:
