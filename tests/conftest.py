@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -34,6 +35,49 @@ def run_cli(*overrides: str, multirun: bool = False, timeout: float = 300, env: 
         raise AssertionError(f"{' '.join(cmd)} exited {proc.returncode}\n"
                              f"stdout:\n{proc.stdout[-3000:]}\nstderr:\n{proc.stderr[-3000:]}")
     return proc
+
+
+def compose_config(overrides):
+    """configs/ composed as `python run.py <overrides>` would, with the Hydra block."""
+    from hydra import compose, initialize_config_dir
+
+    with initialize_config_dir(str(REPO / "configs"), version_base="1.3"):
+        return compose("config", overrides=list(overrides), return_hydra_config=True)
+
+
+def train_in_process(overrides, run_dir: Path) -> dict:
+    """One run in this process, as Hydra's launcher starts it (no new Python process)."""
+    from hydra.core.hydra_config import HydraConfig
+    from omegaconf import open_dict
+
+    from experiments.train import run
+
+    cfg = compose_config(overrides)
+    with open_dict(cfg):
+        cfg.hydra.runtime.output_dir = str(run_dir)
+    HydraConfig.instance().set_config(cfg)
+    with open_dict(cfg):
+        del cfg["hydra"]
+    return run(cfg)
+
+
+def stop_at_checkpoint(proc: subprocess.Popen, checkpoint: Path, signum: int,
+                       timeout: float = 120) -> tuple[str, str]:
+    """Wait for the run's first `checkpoint`, send `signum`, return (stdout, stderr).
+
+    The process is killed if the wait fails or it does not end in time."""
+    try:
+        deadline = time.monotonic() + timeout
+        while not checkpoint.exists():
+            assert proc.poll() is None, f"the run ended before its checkpoint: {proc.communicate()}"
+            assert time.monotonic() < deadline, f"no checkpoint after {timeout} s"
+            time.sleep(0.02)
+        proc.send_signal(signum)
+        return proc.communicate(timeout=timeout)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
 
 
 @pytest.fixture

@@ -17,15 +17,12 @@ from pathlib import Path
 
 import pytest
 import yaml
-from hydra import compose, initialize_config_dir
-from hydra.core.hydra_config import HydraConfig
-from omegaconf import DictConfig, open_dict
+from omegaconf import DictConfig
 from torch import nn
 
-from conftest import REPO
+from conftest import REPO, compose_config, train_in_process
 from data_fixtures import make_cifar, make_imagenet, make_mnist, make_ptb, make_rt
 from experiments.config import check_config
-from experiments.train import run
 from scripts.reports.grids import ARTIFACTS
 from scripts.reports.sweeps import config_default, experiment_names, read_sweep
 
@@ -36,15 +33,12 @@ SWEEPS = sorted((name for name in experiment_names() if not name.endswith("_quic
 FIXTURE_HOLDOUT = "4"  # of the 10 fixture training images (the real sweeps hold out 5000)
 
 
-def _compose(overrides: list[str]) -> DictConfig:
-    with initialize_config_dir(str(REPO / "configs"), version_base="1.3"):
-        return compose("config", overrides=overrides, return_hydra_config=True)
 
 
 @functools.cache
 def sweep_params(experiment: str) -> tuple[DictConfig, dict[str, list[str]]]:
     """(the composed experiment, its sweeper params as value lists), as Hydra sees them."""
-    cfg = _compose([f"experiment={experiment}"])
+    cfg = compose_config([f"experiment={experiment}"])
     assert cfg.hydra.mode.name == "MULTIRUN"           # `python run.py experiment=X` sweeps
     params = cfg.hydra.sweeper.params
     return cfg, {k: str(params[k]).split(",") for k in params}
@@ -78,7 +72,7 @@ def test_reports_read_the_grid_hydra_runs(experiment: str):
     assert {k: list(v) for k, v in sweep.params.items()} == params
     for group in ("dataset", "model", "optim"):
         assert sweep.groups[group] == cfg[group].name, group
-    check_config(_compose(sweep_cells(experiment)[-1]))   # one cell resolves and passes checks
+    check_config(compose_config(sweep_cells(experiment)[-1]))   # one cell resolves and passes checks
 
 
 def _floats(values) -> list[float]:
@@ -141,10 +135,10 @@ def test_imagenet_decay_readings():
     ("mnist", None), ("ptb", None), ("rt", None), ("digits", None)])
 def test_sgd_is_fb_resnet_torchs_on_the_resnets_only(dataset, nesterov):
     for optim in ("sgdm", "sgdmng", "sgdmng_adap", "sgdmclip"):
-        cfg = _compose([f"dataset={dataset}", f"optim={optim}"])
+        cfg = compose_config([f"dataset={dataset}", f"optim={optim}"])
         assert cfg.optim.nesterov is nesterov, optim
         assert cfg.optim.get("dampening") is None          # torch's default, 0, as fb.resnet.torch
-    assert "nesterov" not in _compose([f"dataset={dataset}", "optim=adam"]).optim
+    assert "nesterov" not in compose_config([f"dataset={dataset}", "optim=adam"]).optim
 
 
 @pytest.fixture(scope="module")
@@ -220,17 +214,6 @@ def _distinct_cells() -> list:
                 marks.append(NEEDS_CONV_BN)
             cells.append(pytest.param(cell, marks=marks, id=",".join(cell)))
     return cells
-
-
-def train_in_process(overrides: list[str], run_dir: Path) -> dict:
-    """What Hydra's launcher does for one cell, without a new Python process."""
-    cfg = _compose(overrides)
-    with open_dict(cfg):
-        cfg.hydra.runtime.output_dir = str(run_dir)
-    HydraConfig.instance().set_config(cfg)
-    with open_dict(cfg):
-        del cfg["hydra"]
-    return run(cfg)
 
 
 @pytest.mark.parametrize("cell", _distinct_cells())

@@ -18,7 +18,7 @@ import pytest
 import torch
 import yaml
 
-from conftest import REPO, cli_env, run_cli
+from conftest import REPO, cli_env, run_cli, stop_at_checkpoint
 from experiments.loggers import WandbLogger, flatten, run_id
 
 TIMINGS = {"epoch_seconds", "samples_per_s"}  # the only metrics allowed to differ between runs
@@ -66,18 +66,7 @@ def test_signal_checkpoints_and_rerun_matches_uninterrupted(signum, uninterrupte
     cmd = [sys.executable, str(REPO / "run.py"), *PREEMPT_ARGS, f"out_dir={out_dir}"]
     proc = subprocess.Popen(cmd, cwd=REPO, env=cli_env(), stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True)
-    try:
-        deadline = time.monotonic() + 120
-        while not (run_dir / "checkpoint.pt").exists():  # the first epoch's checkpoint
-            assert proc.poll() is None, "the run ended before its first checkpoint"
-            assert time.monotonic() < deadline, "no checkpoint after 120 s"
-            time.sleep(0.02)
-        proc.send_signal(signum)
-        output, _ = proc.communicate(timeout=60)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+    output, _ = stop_at_checkpoint(proc, run_dir / "checkpoint.pt", signum)
     # The engine re-raises the signal under its default handler: the process dies of it.
     assert proc.returncode == -signum, output[-2000:]
     assert (run_dir / "checkpoint.pt").exists()
@@ -308,18 +297,7 @@ def test_ddp_resume_mid_epoch_matches_uninterrupted(tmp_path):
     stopped_dir = Path(str(run_dir).format("stopped"))
     proc = subprocess.Popen(_torchrun(*args, f"out_dir={out_dir}"), cwd=REPO, env=cli_env(),
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    try:
-        deadline = time.monotonic() + 120
-        while not (stopped_dir / "checkpoint.pt").exists():        # epoch 1 is done
-            assert proc.poll() is None, proc.communicate()[0][-3000:]
-            assert time.monotonic() < deadline, "no checkpoint after 120 s"
-            time.sleep(0.02)
-        proc.send_signal(signal.SIGTERM)
-        output, _ = proc.communicate(timeout=120)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+    output, _ = stop_at_checkpoint(proc, stopped_dir / "checkpoint.pt", signal.SIGTERM)  # epoch 1
     summary = _summary(stopped_dir)
     assert summary["status"] == "interrupted" and summary["epochs_done"] == 1, output[-3000:]
     ckpt = torch.load(stopped_dir / "checkpoint.pt", weights_only=True)

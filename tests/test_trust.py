@@ -11,17 +11,14 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 import torch
 import yaml
-from hydra import compose, initialize_config_dir
-from hydra.core.hydra_config import HydraConfig
 from omegaconf import open_dict
 
-from conftest import REPO, cli_env, run_cli
+from conftest import REPO, cli_env, compose_config, run_cli, stop_at_checkpoint, train_in_process
 from data_fixtures import make_mnist, make_ptb
 from experiments.config import check_config
 from experiments.errors import (
@@ -34,25 +31,13 @@ from experiments.errors import (
 )
 from experiments.io import RunLock, save_torch, write_text
 from experiments.record import config_identity
-from experiments.train import run
 
 FAST = ("dataset=digits", "model=mlp6", "optim=adam", "epochs=2")
 
 
-def _compose(overrides: list[str]):
-    with initialize_config_dir(str(REPO / "configs"), version_base="1.3"):
-        return compose("config", overrides=list(overrides), return_hydra_config=True)
-
-
 def train(run_dir: Path, *overrides: str) -> dict:
     """One run in this process, as Hydra's launcher starts it (no new Python process)."""
-    cfg = _compose([*FAST, *overrides])
-    with open_dict(cfg):
-        cfg.hydra.runtime.output_dir = str(run_dir)
-    HydraConfig.instance().set_config(cfg)
-    with open_dict(cfg):
-        del cfg["hydra"]
-    return run(cfg)
+    return train_in_process([*FAST, *overrides], run_dir)
 
 
 def _files(run_dir: Path) -> dict[str, bytes]:
@@ -162,7 +147,7 @@ def test_quick_and_full_experiments_never_share_an_identity(artifact):
 def _container(override: str) -> dict:
     from omegaconf import OmegaConf
 
-    cfg = _compose([override])
+    cfg = compose_config([override])
     with open_dict(cfg):
         del cfg["hydra"]
     return OmegaConf.to_container(cfg, resolve=True)
@@ -274,7 +259,7 @@ def test_run_files_respect_the_umask(tmp_path):
     ("retrain=maybe", "retrain must be true or false"),
 ])  # fmt: skip
 def test_config_checks(override, expected):
-    cfg = _compose([*FAST, override])
+    cfg = compose_config([*FAST, override])
     with pytest.raises(ConfigError, match=re.escape(expected)) as err:
         check_config(cfg)
     assert user_error(err.value) == (EXIT_USER, str(err.value))
@@ -388,17 +373,7 @@ def test_ctrl_c_checkpoints_and_exits_130_without_a_traceback(tmp_path):
     proc = subprocess.Popen([sys.executable, str(REPO / "run.py"), *args], cwd=REPO,
                             env=cli_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True)
-    try:
-        deadline = time.monotonic() + 120
-        while not (run_dir / "checkpoint.pt").exists():
-            assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
-            time.sleep(0.02)
-        proc.send_signal(signal.SIGINT)
-        out, err = proc.communicate(timeout=60)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+    out, err = stop_at_checkpoint(proc, run_dir / "checkpoint.pt", signal.SIGINT)
     assert proc.returncode == 130, err[-2000:]
     assert "Traceback" not in err and "KeyboardInterrupt" not in err
     assert "[interrupted] checkpoint at epoch" in out
