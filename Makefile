@@ -90,14 +90,15 @@ bench: install
 # re-renders. DATA is the data root; the samples in a checkout's shared/data become one with
 # `python shared/data/make-data-root.py DIR`. Their MNIST and PTB files are subsets, hence
 # dataset.verify_md5=false. With the official data sets (download=true), write to a fresh
-# folder: REPRO=results/reproduction REPRO_ARGS=download=true.
+# folder: REPRO=results/reproduction REPRO_ARGS=download=true. The published runs measured each
+# layer's gradient norm at every step (grad_norm_every=1) for the diagnostics figure.
 DATA       ?= $(HOME)/.cache/bng/data
 REPRO      ?= docs/reproduction
 REPRO_ARGS ?= dataset.verify_md5=false
 RT_EPOCHS  ?= 10
 PTB_BPTT   ?= 40
 PTB_EPOCHS ?= 3
-REPRO_RUN  := $(PYTHON) run.py seed=1,2,3 data_root=$(DATA) $(REPRO_ARGS)
+REPRO_RUN  := $(PYTHON) run.py seed=1,2,3 grad_norm_every=1 data_root=$(DATA) $(REPRO_ARGS)
 REPRO_REPORT := $(PYTHON) scripts/report.py --seeds 1,2,3 --run-args "data_root=$(DATA) $(REPRO_ARGS)"
 
 .PHONY: reproduce-cpu

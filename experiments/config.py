@@ -62,7 +62,7 @@ def check_config(cfg: DictConfig) -> None:
             f"{'/'.join(model_inputs)} inputs and the dataset gives {cfg.dataset.input}. "
             f"Compatible datasets: {fits}."
         )
-    for key in ("epochs", "batch_size", "log_every"):
+    for key in ("epochs", "batch_size", "log_every", "grad_norm_every"):
         value = cfg[key]
         if not _is_int(value) or value <= 0:
             raise ConfigError(f"{key} must be a positive integer, got {value!r} (e.g. {key}=10).")

@@ -31,14 +31,23 @@ class EpochState:
     batch: int = 0                           # batches done in this epoch
     loss_sum: torch.Tensor | None = None     # () sum of per-sample (per-token) losses
     correct: torch.Tensor | None = None      # () correct predictions (classification)
-    count: torch.Tensor | None = None        # () samples (tokens) seen
-    norm_sum: torch.Tensor | None = None     # (B,) sum over steps of each block's grad norm
-    steps: int = 0                           # optimizer steps taken, for the mean grad norm
+    count: float = 0.0                       # samples (tokens) seen: known on the host
+    norm_sum: torch.Tensor | None = None     # (B,) sum of each block's grad norm over samples
+    norm_steps: int = 0                      # steps sampled into norm_sum
     hidden: tuple | None = None              # the LSTM state carried into the next window
     seconds: float = 0.0                     # time spent in this epoch before an interruption
 
     def to_dict(self) -> dict:
         return dict(self.__dict__)
+
+    @classmethod
+    def from_dict(cls, saved: dict) -> EpochState:
+        saved = dict(saved)
+        if "steps" in saved:    # an older version's state: it measured the norms at every step
+            saved["norm_steps"] = saved.pop("steps")
+        count = saved.get("count")  # and kept the count on the device (None before a step)
+        saved["count"] = 0.0 if count is None else float(count)
+        return cls(**saved)
 
 
 @dataclass
@@ -48,6 +57,7 @@ class Task:
     model: torch.nn.Module           # what the step calls (maybe DDP- or compile-wrapped)
     net: torch.nn.Module             # the plain module, for eval and state_dict
     optimizer: torch.optim.Optimizer
+    plan: bng.BlockPlan              # the blocks whose gradient norms are sampled
     data: object                     # the data layer's dataset (see docs/DESIGN.md)
     kind: str                        # "classification" or "lm"
     device: torch.device
@@ -55,6 +65,7 @@ class Task:
     batch_size: int                  # per rank
     amp: str = "off"
     log_every: int = 25
+    grad_norm_every: int = 25        # sample the block gradient norms every this many steps
     top5: bool = False
     extra_step: list[Callable[[], None]] = field(default_factory=list)
 
@@ -90,7 +101,6 @@ def train_epoch(task: Task, epoch: int, state: EpochState, should_stop: Callable
     zero = torch.zeros((), device=task.device)
     state.loss_sum = zero.clone() if state.loss_sum is None else state.loss_sum.to(task.device)
     state.correct = zero.clone() if state.correct is None else state.correct.to(task.device)
-    state.count = zero.clone() if state.count is None else state.count.to(task.device)
     total = task.data.num_train_batches(task.batch_size)
     bar = tqdm(total=total, initial=state.batch, desc=f"epoch {epoch}", unit="batch",
                leave=False, dynamic_ncols=True, file=sys.stdout,
@@ -104,29 +114,27 @@ def train_epoch(task: Task, epoch: int, state: EpochState, should_stop: Callable
             loss = F.cross_entropy(logits, targets)
             task.optimizer.zero_grad(set_to_none=True)
             loss.backward()
+            if state.batch % task.grad_norm_every == 0:
+                # (B,) block norms of the gradients as the optimizer gets them: a sample of the
+                # per-layer diagnostics (measuring every step would cost a few % of the step).
+                norms = bng.grad_norms(task.plan)
+                state.norm_sum = norms if state.norm_sum is None else state.norm_sum.add_(norms)
+                state.norm_steps += 1
             task.optimizer.step()
             for hook in task.extra_step:
                 hook()
-            # Per-step bookkeeping stays on the device, in place: a few small kernels a step.
+            # Per-step bookkeeping stays on the device, in place: three small kernels a step
+            # (count_nonzero costs half of a bool .sum() on a CPU).
             n = targets.numel()
             state.loss_sum.add_(loss.detach(), alpha=n)
             if task.kind == "classification":
-                state.correct.add_((logits.detach().argmax(-1) == targets).sum())
-            state.count.add_(n)
-            # (B,) block gradient norms that the optimizer's bng hook recorded before the step
-            # (experiments.optim gives every optimizer one; mode "none" only records them).
-            norms = bng.last_block_norms(task.optimizer)
-            if norms is not None:
-                if state.norm_sum is None:
-                    state.norm_sum = norms.float().clone()   # own buffer: added to in place
-                else:
-                    state.norm_sum.add_(norms)
-            state.steps += 1
+                state.correct.add_(torch.count_nonzero(logits.detach().argmax(-1) == targets))
+            state.count += n
             state.batch += 1
             bar.update(1)
             if state.batch % task.log_every == 0 or state.batch == total:
-                loss_sum, seen = torch.stack([state.loss_sum, state.count]).tolist()  # one sync
-                running = loss_sum / max(seen, 1.0)
+                seen = float(state.count)
+                running = state.loss_sum.item() / max(seen, 1.0)      # one sync
                 if any_rank(task.dist, not math.isfinite(running), task.device):
                     raise Diverged(f"the training loss became {running} at epoch {epoch}, "
                                    f"batch {state.batch}")
@@ -146,7 +154,8 @@ def train_epoch(task: Task, epoch: int, state: EpochState, should_stop: Callable
 
 def epoch_metrics(task: Task, state: EpochState) -> dict:
     """The epoch's training metrics, summed over ranks: one sync."""
-    sums = all_sum(task.dist, torch.stack([state.loss_sum, state.correct, state.count]))
+    count = state.loss_sum.new_tensor(float(state.count))
+    sums = all_sum(task.dist, torch.stack([state.loss_sum, state.correct, count]))
     loss_sum, correct, count = sums.tolist()
     count = max(count, 1.0)
     out = {"train_loss": loss_sum / count}
@@ -164,20 +173,21 @@ def evaluate(task: Task) -> dict:
     Every rank evaluates the whole split with the same weights, so no reduction is needed.
     """
     task.net.eval()
-    loss_sum = torch.zeros((), device=task.device)
-    correct = torch.zeros(2, device=task.device)      # (top-1, top-5) hits
-    count = torch.zeros((), device=task.device)
+    zero = torch.zeros((), device=task.device)
+    loss_sum, top1, top5 = zero.clone(), zero.clone(), zero.clone()     # sums over the split
+    count = 0
     hidden = None
     for x, y in task.data.test_batches(task.batch_size):
         logits, targets, hidden = _forward(task, task.net, x, y, hidden)
         loss_sum += F.cross_entropy(logits, targets, reduction="sum")
         count += targets.numel()
-        if task.kind == "classification":
-            k = min(5, logits.shape[-1])
-            top = logits.topk(k, dim=-1).indices                     # (N, k)
-            hits = top == targets[:, None]
-            correct += torch.stack([hits[:, 0].sum(), hits.any(-1).sum()])
-    loss_sum, top1, top5, count = torch.cat([loss_sum[None], correct, count[None]]).tolist()
+        if task.top5:
+            hits = logits.topk(min(5, logits.shape[-1]), dim=-1).indices == targets[:, None]
+            top1 += hits[:, 0].sum()                                       # hits: (N, k)
+            top5 += hits.any(-1).sum()
+        elif task.kind == "classification":
+            top1 += torch.count_nonzero(logits.argmax(-1) == targets)
+    loss_sum, top1, top5 = torch.stack([loss_sum, top1, top5]).tolist()   # one sync
     count = max(count, 1.0)
     out = {"test_loss": loss_sum / count}
     if task.kind == "classification":

@@ -22,8 +22,9 @@ from .io import DamagedFile, read_json, read_jsonl, read_yaml
 
 # Keys that cannot change a run's result: where and how it runs, and what it prints or keeps.
 # `dataset.vocab_size` is filled from the loaded data, so it is part of the data identity.
-IGNORED = ("device", "data_root", "download", "out_dir", "log_every", "logger", "launcher",
-           "keep_checkpoint", "retrain", "meta", "hydra", "dataset.workers",
+# `grad_norm_every` only sets how densely the per-layer diagnostics are sampled.
+IGNORED = ("device", "data_root", "download", "out_dir", "log_every", "grad_norm_every", "logger",
+           "launcher", "keep_checkpoint", "retrain", "meta", "hydra", "dataset.workers",
            "dataset.verify_md5", "dataset.vocab_size")
 FINISHED = ("completed", "diverged")
 RUN_FILES = ("summary.json", "metrics.jsonl", "config.yaml", "checkpoint.pt")

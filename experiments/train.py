@@ -18,8 +18,6 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-import bng
-
 from . import distributed
 from .config import check_config, command_line, provenance, resolve_device
 from .errors import ConfigError, IdentityMismatch, ResumeError, RunBusy, describe
@@ -116,7 +114,7 @@ def _build_task(cfg: DictConfig, data, device: torch.device, dist: distributed.D
     net = instantiate(cfg.model.net).to(device)
     if device.type == "cuda" and cfg.dataset.input.startswith("image"):
         net = net.to(memory_format=torch.channels_last)
-    optimizer = build_optimizer(cfg.optim, net)
+    optimizer, plan = build_optimizer(cfg.optim, net)
     model = net
     if dist.enabled:
         model = torch.nn.parallel.DistributedDataParallel(
@@ -126,10 +124,11 @@ def _build_task(cfg: DictConfig, data, device: torch.device, dist: distributed.D
     extra_step = []
     if getattr(net, "max_norm", None) is not None:     # Kim's max-norm constraint, when enabled
         extra_step.append(net.apply_max_norm_)
-    return Task(model=model, net=net, optimizer=optimizer, data=data, kind=cfg.dataset.task,
-                device=device, dist=dist, batch_size=cfg.batch_size // dist.world_size,
-                amp=cfg.amp, log_every=cfg.log_every, top5=bool(cfg.dataset.get("top5", False)),
-                extra_step=extra_step)
+    return Task(model=model, net=net, optimizer=optimizer, plan=plan, data=data,
+                kind=cfg.dataset.task, device=device, dist=dist,
+                batch_size=cfg.batch_size // dist.world_size, amp=cfg.amp,
+                log_every=cfg.log_every, grad_norm_every=cfg.grad_norm_every,
+                top5=bool(cfg.dataset.get("top5", False)), extra_step=extra_step)
 
 
 def _rng_state(device: torch.device) -> dict:
@@ -192,7 +191,7 @@ def _resume(path: Path, task: Task, scheduler) -> tuple[int, EpochState, list[di
             "sums. An end-of-epoch checkpoint resumes with any number.")
     mine = ranks[task.dist.rank] if len(ranks) == world_size else ranks[0]
     _set_rng_state(mine["rng"], task.device)
-    state = EpochState(**{k: _to(v, task.device) for k, v in mine["epoch_state"].items()})
+    state = EpochState.from_dict({k: _to(v, task.device) for k, v in mine["epoch_state"].items()})
     return ckpt["epoch"], state, ckpt["history"], ckpt["wall"]
 
 
@@ -325,9 +324,8 @@ def _train(cfg: DictConfig, run_dir: Path, command: str, data, identity: Identit
                 row["epoch_seconds"] = seconds
                 row["samples_per_s"] = task.data.num_train * dist.world_size / max(seconds, 1e-9)
                 if state.norm_sum is not None:
-                    names = bng.block_names(task.optimizer)
-                    means = (state.norm_sum / max(state.steps, 1)).tolist()
-                    row["grad_norms"] = dict(zip(names, means, strict=True))
+                    means = (state.norm_sum / max(state.norm_steps, 1)).tolist()
+                    row["grad_norms"] = dict(zip(task.plan.names, means, strict=True))
                     _warn_dead_layers(row, epoch, main)
                 history.append(row)
                 scheduler.step()
@@ -360,8 +358,8 @@ def _train(cfg: DictConfig, run_dir: Path, command: str, data, identity: Identit
 def _warn_dead_layers(row: dict, epoch: int, main: bool) -> None:
     dead = [name for name, mean in row["grad_norms"].items() if mean == 0.0]
     if dead and main:
-        print(f"[warning] epoch {epoch}: zero gradient in every step for {', '.join(dead)}; "
-              "these weights did not move (a dead or unused layer). Normalization leaves zero "
+        print(f"[warning] epoch {epoch}: zero gradient in every sampled step for {', '.join(dead)}; "
+              "a dead or unused layer, whose weights then do not move. Normalization leaves zero "
               "gradients at zero. If the gradient is tiny rather than zero (entries below "
               "~1e-19 square to 0 in float32), ++optim.norm_dtype=float64 keeps it normalized.",
               flush=True)

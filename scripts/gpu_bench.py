@@ -6,8 +6,8 @@ without losing what was measured before it. Each item prints `@@ {"id": ..., "ev
 
 Item kinds (dicts; see gpu_check.py for the lists it sends):
 - train: one model's whole training step as the engine takes it (zero_grad, forward under the
-  item's autocast, cross-entropy, backward, SGDMNG step, the block norms summed on the device)
-  on synthetic device tensors of the real shapes; median of timed windows; then the eager
+  item's autocast, cross-entropy, backward, SGDMNG step, every 25th step's block norms summed on
+  the device) on synthetic device tensors of the real shapes; median of timed windows; then the eager
   forward in eval mode (the engine evaluates with the plain module). With `duration` and
   `go_file` it instead says `ready` after warming up, waits for the go file, and counts steps
   for `duration` seconds (processes that train at the same time).
@@ -120,7 +120,9 @@ def train_item(item: dict, device: torch.device) -> dict:
     x, y, samples = synthetic_batch(item, device)
     amp = (torch.autocast(device.type, dtype=torch.bfloat16) if item["amp"] == "bf16"
            else contextlib.nullcontext())
-    state = {"hidden": None, "norm_sum": None, "loss_sum": torch.zeros((), device=device)}
+    state = {"hidden": None, "norm_sum": None, "loss_sum": torch.zeros((), device=device),
+             "step": 0}
+    plan = optimizer.block_normalizer.plan
 
     def step() -> None:
         optimizer.zero_grad(set_to_none=True)
@@ -132,13 +134,12 @@ def train_item(item: dict, device: torch.device) -> dict:
                 logits = model(x)
         loss = F.cross_entropy(logits.float().flatten(0, -2), y.flatten())
         loss.backward()
+        if state["step"] % 25 == 0:              # the engine's default grad_norm_every
+            norms = bng.grad_norms(plan)
+            state["norm_sum"] = norms if state["norm_sum"] is None else state["norm_sum"] + norms
+        state["step"] += 1
         optimizer.step()
         state["loss_sum"] += loss.detach()
-        norms = bng.last_block_norms(optimizer)
-        if state["norm_sum"] is None:
-            state["norm_sum"] = norms.float().clone()
-        else:
-            state["norm_sum"].add_(norms)
 
     started = time.perf_counter()
     for _ in range(item.get("warmup", 3)):       # the compiled model compiles here

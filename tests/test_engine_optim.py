@@ -27,22 +27,27 @@ def _optim_cfg(name: str, *overrides: str):
 
 
 @pytest.mark.parametrize("name", OPTIM_CONFIGS)
-def test_every_optim_config_builds_and_records_block_norms(name: str) -> None:
+def test_every_optim_config_builds_with_a_plan_of_the_models_layers(name: str) -> None:
     net = mlp(6, in_features=64)
-    optimizer = build_optimizer(_optim_cfg(name), net)
+    optimizer, plan = build_optimizer(_optim_cfg(name), net)
     net(torch.randn(4, 64)).sum().backward()
+    assert bng.grad_norms(plan).shape == (5,)
     optimizer.step()
-    assert bng.block_names(optimizer) == list(bng.layer_blocks(net))
-    assert bng.last_block_norms(optimizer).shape == (5,)
+    assert plan.names == list(bng.layer_blocks(net))
+    normalizer = getattr(optimizer, "block_normalizer", None)
+    if normalizer is None:             # a baseline: torch's optimizer alone, no hook left
+        assert not optimizer._optimizer_step_pre_hooks
+    else:                              # NG: the diagnostics use the blocks it normalizes
+        assert normalizer.mode != "none" and normalizer.plan is plan
 
 
 def test_a_torch_target_gets_parameters_and_keeps_its_own_alpha() -> None:
     net = mlp(6, in_features=64)
-    optimizer = build_optimizer(_optim_cfg("rmsprop", "optim.alpha=0.9"), net)
+    optimizer, plan = build_optimizer(_optim_cfg("rmsprop", "optim.alpha=0.9"), net)
     assert type(optimizer) is torch.optim.RMSprop
     assert optimizer.param_groups[0]["alpha"] == 0.9          # RMSprop's, not NG_adap's
-    assert optimizer.block_normalizer.mode == "none"
-    assert optimizer.block_normalizer.plan.norm_dtype == torch.float64  # mlp18 asks for it
+    assert not hasattr(optimizer, "block_normalizer")
+    assert plan.norm_dtype == torch.float64                    # mlp18 asks for it
 
 
 def test_one_mode_line_block_normalizes_any_optimizer() -> None:
@@ -50,8 +55,9 @@ def test_one_mode_line_block_normalizes_any_optimizer() -> None:
     net = mlp(6, in_features=64)
     cfg = OmegaConf.create({"_target_": "torch.optim.SGD", "name": "sgd", "lr": 0.05,
                             "mode": "ng", "blocks": "global"})
-    optimizer = build_optimizer(cfg, net)
+    optimizer, plan = build_optimizer(cfg, net)
     assert type(optimizer) is torch.optim.SGD and optimizer.block_normalizer.mode == "ng"
+    assert plan.names == ["global"]
     before = torch.cat([p.detach().flatten().clone() for p in net.parameters()])
     (1000 * net(torch.randn(8, 64)).square().mean()).backward()
     optimizer.step()
@@ -83,3 +89,36 @@ def test_a_null_base_argument_takes_the_base_optimizers_default():
     model = torch.nn.Linear(3, 2)
     opt = bng.build(model, base="torch.optim.SGD", lr=0.1, momentum=0.9, nesterov=None, fused=True)
     assert opt.param_groups[0]["nesterov"] is False
+
+
+@pytest.mark.parametrize("every", [1, 7])
+def test_grad_norms_are_the_mean_over_every_kth_step(tmp_path: Path, every: int) -> None:
+    """metrics.jsonl's grad_norms against a hand-written replay of the same training: the
+    mean of each layer's float64 gradient norm over the epoch's steps 0, k, 2k, ..."""
+    from conftest import compose_config, train_in_process
+    from data import build_dataset
+
+    overrides = ["optim=adam", "model=mlp6", "epochs=1", f"grad_norm_every={every}"]
+    train_in_process(overrides, tmp_path)
+    row = json.loads((tmp_path / "metrics.jsonl").read_text().splitlines()[0])
+
+    cfg = compose_config(overrides)
+    data = build_dataset(cfg.dataset, device="cpu", seed=cfg.seed)
+    torch.manual_seed(cfg.seed)
+    net = mlp(6, in_features=64)
+    optimizer = torch.optim.Adam(net.parameters(), lr=cfg.optim.lr)
+    blocks = bng.layer_blocks(net)
+    sums, samples = dict.fromkeys(blocks, 0.0), 0
+    for step, (x, y) in enumerate(data.train_batches(1, cfg.batch_size)):
+        optimizer.zero_grad()
+        torch.nn.functional.cross_entropy(net(x), y).backward()
+        if step % every == 0:
+            samples += 1
+            for name, params in blocks.items():
+                flat = torch.cat([p.grad.double().flatten() for p in params])
+                sums[name] += float(torch.linalg.vector_norm(flat))
+        optimizer.step()
+    assert samples == -(-data.num_train_batches(cfg.batch_size) // every)
+    assert list(row["grad_norms"]) == list(blocks)
+    for name, total in sums.items():
+        assert row["grad_norms"][name] == pytest.approx(total / samples, rel=1e-6), name

@@ -84,8 +84,9 @@ def test_another_config_never_resumes_an_interrupted_run(copy):
     assert _files(copy) == before
 
 
-@pytest.mark.parametrize("change", ["device=cpu", "log_every=7", "logger=local", "download=true",
-                                    "keep_checkpoint=true", "++dataset.verify_md5=false"])
+@pytest.mark.parametrize("change", ["device=cpu", "log_every=7", "grad_norm_every=1",
+                                    "logger=local", "download=true", "keep_checkpoint=true",
+                                    "++dataset.verify_md5=false"])
 def test_settings_that_cannot_change_the_result_still_skip(copy, change, capsys):
     before = (copy / "metrics.jsonl").read_bytes()
     assert train(copy, change)["status"] == "completed"
@@ -198,6 +199,35 @@ def test_a_history_without_a_checkpoint_is_refused_not_retrained(copy):
     with pytest.raises(ResumeError, match="1 epochs in metrics.jsonl but no checkpoint.pt"):
         train(copy)
     assert (copy / "metrics.jsonl").read_text() == rows[0] + "\n"
+
+
+OLDER_EPOCH_STATES = {
+    "mid-epoch": {"batch": 3, "loss_sum": torch.tensor(6.9), "correct": torch.tensor(20.0),
+                  "count": torch.tensor(60.0), "norm_sum": torch.full((5,), 0.3), "steps": 3,
+                  "hidden": None, "seconds": 0.5},
+    "end of epoch": {"batch": 0, "loss_sum": None, "correct": None, "count": None,
+                     "norm_sum": None, "steps": 0, "hidden": None, "seconds": 0.0},
+}
+
+
+@pytest.mark.parametrize("older", OLDER_EPOCH_STATES)
+def test_a_checkpoint_of_the_older_epoch_state_resumes(tmp_path, older):
+    """A checkpoint from before the norms were sampled (`steps`, a device `count`)."""
+    run_dir = tmp_path / "run"
+    train(run_dir, "keep_checkpoint=true")
+    ckpt = torch.load(run_dir / "checkpoint.pt", weights_only=True)
+    ckpt["epoch"], ckpt["history"] = 2, ckpt["history"][:1]
+    ckpt["ranks"][0]["epoch_state"] = OLDER_EPOCH_STATES[older]
+    save_torch(run_dir / "checkpoint.pt", ckpt)
+    write_text(run_dir / "metrics.jsonl", (run_dir / "metrics.jsonl").read_text().splitlines()[0]
+               + "\n")
+    summary = json.loads((run_dir / "summary.json").read_text())
+    write_text(run_dir / "summary.json", json.dumps({**summary, "status": "interrupted"}))
+    assert train(run_dir)["status"] == "completed"
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert [row["epoch"] for row in rows] == [1, 2]
+    # 0.3 on the 3 steps before the stop, then the samples at steps 25, 50, ... of the rest
+    assert all(0 < norm < 0.3 * 10 for norm in rows[1]["grad_norms"].values())
 
 
 def test_a_damaged_checkpoint_gives_a_clear_error(copy):

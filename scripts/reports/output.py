@@ -32,7 +32,9 @@ def save_figure(figure, stem: Path) -> list[Path]:
         handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
         os.close(handle)
         try:
-            figure.savefig(tmp, format=fmt, dpi=130)  # layout done by the caller
+            # layout done by the caller; no creation date, so a re-render is byte-identical
+            metadata = {"CreationDate": None} if fmt == "pdf" else None
+            figure.savefig(tmp, format=fmt, dpi=130, metadata=metadata)
             os.replace(tmp, path)
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
