@@ -5,8 +5,9 @@ processes hits all of them alike) and reporting medians, and ratios to a baselin
 the same run (the median of the per-repetition ratios):
 
 - ``step``: ``optimizer.step()`` alone on fixed gradients (ResNet-110, MLP-18 and PTB-LSTM
-  parameter sets): the torch optimizer (foreach=True), the bng optimizer built on it, and a
-  per-parameter-loop NG hook as a second reference.
+  parameter sets): the torch optimizer (foreach=True), the bng optimizer built on it, its
+  normalization alone ("hook": block norms and rescaling), and a per-parameter-loop NG hook as
+  a second reference. Each variant has its own model, so every step starts with cold caches.
 - ``e2e``: a whole training step, forward + backward + step with ``zero_grad()`` (torch's
   default ``set_to_none=True``): ResNet-20 on CIFAR-shaped batches of 128, MLP-18 on
   MNIST-shaped batches of 100 and the PTB LSTM on 100 x 40 token windows; NG against its
@@ -116,18 +117,19 @@ def naive_ng_hook(blocks: dict[str, list[nn.Parameter]]) -> Callable:
 def step_variants(make_model: Callable[[], nn.Module], base: str) -> dict[str, Callable]:
     cls, kwargs = PAIRS[base]
     variants: dict[str, Callable] = {}
-    for kind in ("base", "NG", "naive"):
+    for kind in ("base", "NG", "naive", "hook"):
         torch.manual_seed(0)
         model = make_model()
         for p in model.parameters():
             p.grad = torch.randn_like(p)
-        if kind == "NG":
+        if kind in ("NG", "hook"):
             opt = bng.build(model, base=cls, mode="ng", foreach=True, **kwargs)
         else:
             opt = cls(model.parameters(), foreach=True, **kwargs)
             if kind == "naive":
                 opt.register_step_pre_hook(naive_ng_hook(bng.layer_blocks(model)))
-        variants[kind] = opt.step
+        # "hook": the normalization alone (block norms, then the in-place rescaling)
+        variants[kind] = opt.block_normalizer.normalize_ if kind == "hook" else opt.step
     return variants
 
 
@@ -135,7 +137,7 @@ def bench_step(repeats: int, only: list[str] | None) -> None:
     print(f"\n## step: optimizer.step() alone, median of {repeats} interleaved steps; "
           "ratios to the torch optimizer (foreach=True), median of per-step ratios")
     header = (f"{'params':<11} {'tensors':>7} {'numel':>9}  {'pair':<16} {'base ms':>8} "
-              f"{'NG ms':>8} {'NG/base':>7} {'naive ms':>8} {'/base':>6}")
+              f"{'NG ms':>8} {'NG/base':>7} {'hook ms':>8} {'naive ms':>8} {'/base':>6}")
     print(header + "\n" + "-" * len(header))
     for name, make in STEP_MODELS.items():
         if only and name not in only:
@@ -146,7 +148,8 @@ def bench_step(repeats: int, only: list[str] | None) -> None:
             t = interleaved(step_variants(make, base), repeats, warmup=max(3, repeats // 10))
             print(f"{name:<11} {len(params):>7} {numel:>9}  {base + '/' + base + 'NG':<16} "
                   f"{t['base'] * 1e3:>8.3f} {t['NG'] * 1e3:>8.3f} {t.ratio('NG', 'base'):>7.3f} "
-                  f"{t['naive'] * 1e3:>8.3f} {t.ratio('naive', 'base'):>6.3f}", flush=True)
+                  f"{t['hook'] * 1e3:>8.3f} {t['naive'] * 1e3:>8.3f} "
+                  f"{t.ratio('naive', 'base'):>6.3f}", flush=True)
 
 
 # --- e2e: forward + backward + step ------------------------------------------------------------
