@@ -63,9 +63,9 @@ class Task:
     device: torch.device
     dist: Dist
     batch_size: int                  # per rank
+    grad_norm_every: int             # sample the block gradient norms every this many steps
     amp: str = "off"
     log_every: int = 25
-    grad_norm_every: int = 25        # sample the block gradient norms every this many steps
     top5: bool = False
     extra_step: list[Callable[[], None]] = field(default_factory=list)
 

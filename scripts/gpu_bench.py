@@ -74,6 +74,13 @@ def build_model(name: str, device: torch.device) -> tuple[torch.nn.Module, objec
     return net, cfg.model.get("norm_dtype")
 
 
+def grad_norm_every() -> int:
+    """The engine's default: the loop samples the block norms every this many steps."""
+    from omegaconf import OmegaConf
+
+    return int(OmegaConf.load(REPO / "configs" / "config.yaml").grad_norm_every)
+
+
 def synthetic_batch(item: dict, device: torch.device) -> tuple[torch.Tensor, torch.Tensor, int]:
     """(x, y, samples per step) of the item's shape: images, token windows or sentences."""
     g = torch.Generator().manual_seed(0)
@@ -123,6 +130,7 @@ def train_item(item: dict, device: torch.device) -> dict:
     state = {"hidden": None, "norm_sum": None, "loss_sum": torch.zeros((), device=device),
              "step": 0}
     plan = optimizer.block_normalizer.plan
+    every = grad_norm_every()
 
     def step() -> None:
         optimizer.zero_grad(set_to_none=True)
@@ -134,7 +142,7 @@ def train_item(item: dict, device: torch.device) -> dict:
                 logits = model(x)
         loss = F.cross_entropy(logits.float().flatten(0, -2), y.flatten())
         loss.backward()
-        if state["step"] % 25 == 0:              # the engine's default grad_norm_every
+        if state["step"] % every == 0:
             norms = bng.grad_norms(plan)
             state["norm_sum"] = norms if state["norm_sum"] is None else state["norm_sum"] + norms
         state["step"] += 1
