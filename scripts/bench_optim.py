@@ -21,7 +21,7 @@ the same run (the median of the per-repetition ratios):
 
     python3 scripts/bench_optim.py                       # all three parts, ~3-4 min on 2 cores
     python3 scripts/bench_optim.py --parts step --repeats 50
-    python3 scripts/bench_optim.py --parts loop --epochs 15
+    python3 scripts/bench_optim.py --parts loop --epochs 30
 
 Targets (2-core CPU): step alone on ResNet-110, AdamNG/Adam <= 1.15 and SGDMNG/SGDM <= 1.25;
 end to end NG/base throughput >= 0.97; suite loop / hand loop throughput >= 0.98.
@@ -293,7 +293,7 @@ def main() -> None:
                         help="base optimizers for e2e (default: SGDM for ResNet-20, else Adam)")
     parser.add_argument("--models", nargs="*", help="only these models in step/e2e "
                         "(ResNet-110, ResNet-20, MLP-18, PTB-LSTM)")
-    parser.add_argument("--epochs", type=int, default=15, help="epochs per variant (loop)")
+    parser.add_argument("--epochs", type=int, default=30, help="epochs per variant (loop)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     if args.clock == "cpu":
