@@ -326,6 +326,7 @@ def _train(cfg: DictConfig, run_dir: Path, command: str, data, identity: Identit
                 if state.norm_sum is not None:
                     means = (state.norm_sum / max(state.norm_steps, 1)).tolist()
                     row["grad_norms"] = dict(zip(task.plan.names, means, strict=True))
+                    row["grad_norm_steps"] = state.norm_steps      # how many steps they average
                     _warn_dead_layers(row, epoch, main)
                 history.append(row)
                 scheduler.step()

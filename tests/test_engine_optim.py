@@ -119,6 +119,7 @@ def test_grad_norms_are_the_mean_over_every_kth_step(tmp_path: Path, every: int)
                 sums[name] += float(torch.linalg.vector_norm(flat))
         optimizer.step()
     assert samples == -(-data.num_train_batches(cfg.batch_size) // every)
+    assert row["grad_norm_steps"] == samples
     assert list(row["grad_norms"]) == list(blocks)
     for name, total in sums.items():
         assert row["grad_norms"][name] == pytest.approx(total / samples, rel=1e-6), name
