@@ -1,6 +1,6 @@
 """Beyond the paper: each layer's gradient norm against depth over training, MLP-18 under Adam
-vs AdamNG, from metrics.jsonl `grad_norms` (block name -> mean norm over the epoch's steps,
-before normalization). A vanishing gradient shows as norms falling towards the input layers."""
+vs AdamNG, from metrics.jsonl `grad_norms` (block name -> mean norm over the epoch's sampled
+steps, before normalization). A vanishing gradient shows as norms falling towards the input layers."""
 
 from __future__ import annotations
 
