@@ -284,6 +284,7 @@ def test_run_files_respect_the_umask(tmp_path):
 @pytest.mark.parametrize(("override", "expected"), [
     ("seed=abc", "seed must be a non-negative integer"),
     ("log_every=0", "log_every must be a positive integer"),
+    ("grad_norm_every=0", "grad_norm_every must be a positive integer"),
     ("optim.lr=inf", "optim.lr must be a positive number"),
     ("optim.lr=1e38", "optim.lr must be a positive number no larger than 1e+06"),
     ("retrain=maybe", "retrain must be true or false"),
