@@ -50,6 +50,13 @@ def test_a_torch_target_gets_parameters_and_keeps_its_own_alpha() -> None:
     assert plan.norm_dtype == torch.float64                    # mlp18 asks for it
 
 
+def test_a_blocks_line_without_mode_sets_the_diagnostics_blocks_only() -> None:
+    net = mlp(6, in_features=64)
+    optimizer, plan = build_optimizer(_optim_cfg("rmsprop", "+optim.blocks=global"), net)
+    assert type(optimizer) is torch.optim.RMSprop and not hasattr(optimizer, "block_normalizer")
+    assert plan.names == ["global"]
+
+
 def test_one_mode_line_block_normalizes_any_optimizer() -> None:
     torch.manual_seed(0)
     net = mlp(6, in_features=64)
