@@ -1,27 +1,31 @@
 """Speed of bng against its torch base, and of the suite's loop against a hand-written one.
 
 Three parts, each interleaving its variants repetition by repetition (so that noise from other
-processes hits all of them alike) and reporting medians, and ratios to a baseline measured in
-the same run (the median of the per-repetition ratios):
+processes hits all of them alike; no variant runs twice in a row) and reporting medians, and
+ratios to a baseline measured in the same run (the median of the per-repetition ratios):
 
 - ``step``: ``optimizer.step()`` alone on fixed gradients (ResNet-110, MLP-18 and PTB-LSTM
   parameter sets): the torch optimizer (foreach=True), the bng optimizer built on it, its
-  normalization alone ("hook": block norms and rescaling), and a per-parameter-loop NG hook as
-  a second reference. Each variant has its own model, so every step starts with cold caches.
+  normalization alone ("hook": block norms and rescaling), a per-parameter-loop NG hook as
+  a second reference, and a lower bound on any in-place hook ("floor": one norm and one
+  rescaling kernel over the >= 2-D gradients, nothing else). Each variant has its own model,
+  and the caches are flushed before every timed step, so that each starts equally cold.
 - ``e2e``: a whole training step, forward + backward + step with ``zero_grad()`` (torch's
   default ``set_to_none=True``): ResNet-20 on CIFAR-shaped batches of 128, MLP-18 on
   MNIST-shaped batches of 100 and the PTB LSTM on 100 x 40 token windows; NG against its
-  base (foreach=True both).
+  base (foreach=True both), and the base with the "floor" hook.
 - ``loop``: the suite's own epoch (``experiments.loops.train_epoch`` with its per-step
   bookkeeping and its sampled per-layer diagnostics, ``epoch_metrics`` and ``evaluate``; the
   optimizer the engine builds from ``configs/optim/adam.yaml``) against a minimal hand-written
   epoch over the same data layer, model and torch optimizer, each with its test pass: MLP-18 on
   digits, Adam, batch 20. The suite runs twice: with the default ``grad_norm_every`` and with
-  the diagnostics measured at every step.
+  the diagnostics measured at every step. Each variant runs as several separately built
+  copies (``--copies``), and two groups of the hand-written copies are also compared with each
+  other: that ratio, of identical code, shows the run's noise.
 
     python3 scripts/bench_optim.py                       # all three parts, ~3-4 min on 2 cores
     python3 scripts/bench_optim.py --parts step --repeats 50
-    python3 scripts/bench_optim.py --parts loop --epochs 30
+    python3 scripts/bench_optim.py --parts loop --epochs 20 --copies 4
 
 Targets (2-core CPU): step alone on ResNet-110, AdamNG/Adam <= 1.15 and SGDMNG/SGDM <= 1.25;
 end to end NG/base throughput >= 0.97; suite loop / hand loop throughput >= 0.98.
@@ -68,17 +72,30 @@ class Timing(dict):
         pairs = zip(self.samples[a], self.samples[b], strict=True)
         return statistics.median(x / y for x, y in pairs)
 
+    def group_ratio(self, a: list[str], b: list[str]) -> float:
+        """Median over repetitions of ``sum(a_r) / sum(b_r)``: copies of one variant summed,
+        so that how each copy's memory happened to be laid out averages out."""
+        sums_a = [sum(r) for r in zip(*(self.samples[k] for k in a), strict=True)]
+        sums_b = [sum(r) for r in zip(*(self.samples[k] for k in b), strict=True)]
+        return statistics.median(x / y for x, y in zip(sums_a, sums_b, strict=True))
 
-def interleaved(variants: dict[str, Callable[[], object]], repeats: int, warmup: int) -> Timing:
-    """One call of each variant per repetition, in turn; the order alternates between
-    repetitions so that neither variant always runs first."""
+
+def interleaved(variants: dict[str, Callable[[], object]], repeats: int, warmup: int,
+                before: Callable[[], object] | None = None) -> Timing:
+    """One call of each variant per repetition, in turn, each after ``before()`` (untimed). With
+    three or more variants the order rotates by one each repetition, so that none always runs
+    first; no variant ever runs twice in a row, which would find its own data still in the
+    caches."""
     for _ in range(warmup):
         for run in variants.values():
             run()
     samples: dict[str, list[float]] = {k: [] for k in variants}
     names = list(variants)
     for r in range(repeats):
-        for name in names if r % 2 == 0 else reversed(names):
+        shift = r % len(names) if len(names) > 2 else 0
+        for name in names[shift:] + names[:shift]:
+            if before is not None:
+                before()
             start = CLOCK[0]()
             variants[name]()
             samples[name].append(CLOCK[0]() - start)
@@ -114,10 +131,32 @@ def naive_ng_hook(blocks: dict[str, list[nn.Parameter]]) -> Callable:
     return hook
 
 
+def cache_flusher(megabytes: int = 128) -> Callable[[], None]:
+    """Writing a buffer several times the size of the last-level cache (32 MB here) evicts
+    every variant's tensors alike, so that each timed step starts from the same cold state
+    whatever ran before it."""
+    buffer = torch.zeros(megabytes * 2**20 // 4)
+
+    def flush() -> None:
+        buffer.add_(1.0)
+
+    return flush
+
+
+def floor_hook(optimizer: torch.optim.Optimizer, args: object, kwargs: object) -> None:
+    """Less than any in-place normalization hook must do: one norm and one rescaling kernel
+    over the gradients of the matrices and kernels (the >= 2-D tensors, nearly all the
+    elements), with no block bookkeeping and nothing for the small tensors. Not a correct NG
+    hook; a lower bound on the cost of one."""
+    grads = [p.grad for group in optimizer.param_groups for p in group["params"]
+             if p.grad is not None and p.grad.dim() >= 2]
+    torch._foreach_mul_(grads, torch._foreach_reciprocal(torch._foreach_norm(grads)))
+
+
 def step_variants(make_model: Callable[[], nn.Module], base: str) -> dict[str, Callable]:
     cls, kwargs = PAIRS[base]
     variants: dict[str, Callable] = {}
-    for kind in ("base", "NG", "naive", "hook"):
+    for kind in ("base", "NG", "naive", "hook", "floor"):
         torch.manual_seed(0)
         model = make_model()
         for p in model.parameters():
@@ -128,6 +167,8 @@ def step_variants(make_model: Callable[[], nn.Module], base: str) -> dict[str, C
             opt = cls(model.parameters(), foreach=True, **kwargs)
             if kind == "naive":
                 opt.register_step_pre_hook(naive_ng_hook(bng.layer_blocks(model)))
+            if kind == "floor":
+                opt.register_step_pre_hook(floor_hook)
         # "hook": the normalization alone (block norms, then the in-place rescaling)
         variants[kind] = opt.block_normalizer.normalize_ if kind == "hook" else opt.step
     return variants
@@ -136,8 +177,10 @@ def step_variants(make_model: Callable[[], nn.Module], base: str) -> dict[str, C
 def bench_step(repeats: int, only: list[str] | None) -> None:
     print(f"\n## step: optimizer.step() alone, median of {repeats} interleaved steps; "
           "ratios to the torch optimizer (foreach=True), median of per-step ratios")
+    flush = cache_flusher()
     header = (f"{'params':<11} {'tensors':>7} {'numel':>9}  {'pair':<16} {'base ms':>8} "
-              f"{'NG ms':>8} {'NG/base':>7} {'hook ms':>8} {'naive ms':>8} {'/base':>6}")
+              f"{'NG ms':>8} {'NG/base':>7} {'hook ms':>8} {'naive ms':>8} {'/base':>6} "
+              f"{'floor/base':>10}")
     print(header + "\n" + "-" * len(header))
     for name, make in STEP_MODELS.items():
         if only and name not in only:
@@ -145,11 +188,12 @@ def bench_step(repeats: int, only: list[str] | None) -> None:
         params = list(make().parameters())
         numel = sum(p.numel() for p in params)
         for base in PAIRS:
-            t = interleaved(step_variants(make, base), repeats, warmup=max(3, repeats // 10))
+            t = interleaved(step_variants(make, base), repeats, warmup=max(3, repeats // 10),
+                            before=flush)
             print(f"{name:<11} {len(params):>7} {numel:>9}  {base + '/' + base + 'NG':<16} "
                   f"{t['base'] * 1e3:>8.3f} {t['NG'] * 1e3:>8.3f} {t.ratio('NG', 'base'):>7.3f} "
                   f"{t['hook'] * 1e3:>8.3f} {t['naive'] * 1e3:>8.3f} "
-                  f"{t.ratio('naive', 'base'):>6.3f}", flush=True)
+                  f"{t.ratio('naive', 'base'):>6.3f} {t.ratio('floor', 'base'):>10.3f}", flush=True)
 
 
 # --- e2e: forward + backward + step ------------------------------------------------------------
@@ -178,7 +222,7 @@ def bench_e2e(repeats: int, pairs: list[str] | None, only: list[str] | None) -> 
     print(f"\n## e2e: forward + backward + step, median of {repeats} interleaved steps; "
           "NG/base throughput (>= 0.97 is the target)")
     header = (f"{'model':<10} {'batch':<13} {'pair':<12} {'base ms':>9} {'NG ms':>9} "
-              f"{'NG/base throughput':>18}")
+              f"{'NG/base throughput':>18} {'floor/base':>10}")
     print(header + "\n" + "-" * len(header))
     shapes = {"ResNet-20": "128x3x32x32", "MLP-18": "100x784", "PTB-LSTM": "100x40 tokens"}
     for name, default_pair in E2E.items():
@@ -187,13 +231,15 @@ def bench_e2e(repeats: int, pairs: list[str] | None, only: list[str] | None) -> 
         for base in pairs or [default_pair]:
             cls, kwargs = PAIRS[base]
             variants = {}
-            for kind in ("base", "NG"):
+            for kind in ("base", "NG", "floor"):
                 torch.manual_seed(0)
                 model, loss_of = e2e_task(name)
                 if kind == "NG":
                     opt = bng.build(model, base=cls, mode="ng", foreach=True, **kwargs)
                 else:
                     opt = cls(model.parameters(), foreach=True, **kwargs)
+                    if kind == "floor":
+                        opt.register_step_pre_hook(floor_hook)
 
                 def step(model=model, opt=opt, loss_of=loss_of) -> None:
                     opt.zero_grad()
@@ -203,13 +249,13 @@ def bench_e2e(repeats: int, pairs: list[str] | None, only: list[str] | None) -> 
                 variants[kind] = step
             t = interleaved(variants, repeats, warmup=2)
             print(f"{name:<10} {shapes[name]:<13} {base + '/' + base + 'NG':<12} "
-                  f"{t['base'] * 1e3:>9.1f} {t['NG'] * 1e3:>9.1f} {t.ratio('base', 'NG'):>18.3f}",
-                  flush=True)
+                  f"{t['base'] * 1e3:>9.1f} {t['NG'] * 1e3:>9.1f} {t.ratio('base', 'NG'):>18.3f} "
+                  f"{t.ratio('base', 'floor'):>10.3f}", flush=True)
 
 
 # --- loop: the suite's epoch against a hand-written one ----------------------------------------
 
-def bench_loop(epochs: int) -> None:
+def bench_loop(epochs: int, copies: int) -> None:
     from omegaconf import OmegaConf
 
     from data import build_dataset
@@ -248,34 +294,48 @@ def bench_loop(epochs: int) -> None:
 
         return run
 
-    hand_net = models.mlp(18, in_features=64)
-    hand_net.load_state_dict(init)
-    hand_opt = torch.optim.Adam(hand_net.parameters(), lr=1e-3)
-    hand_epoch = [0]
+    def hand_epoch() -> Callable[[], None]:
+        net = models.mlp(18, in_features=64)
+        net.load_state_dict(init)
+        opt = torch.optim.Adam(net.parameters(), lr=1e-3)
+        epoch = [0]
 
-    def hand() -> None:
-        hand_epoch[0] += 1
-        hand_net.train()
-        for x, y in data.train_batches(hand_epoch[0], batch):
-            hand_opt.zero_grad()
-            F.cross_entropy(hand_net(x), y).backward()
-            hand_opt.step()
-        hand_net.eval()
-        correct = torch.zeros(())
-        with torch.no_grad():
-            for x, y in data.test_batches(batch):
-                correct += (hand_net(x).argmax(-1) == y).sum()
-        correct.item()
+        def run() -> None:
+            epoch[0] += 1
+            net.train()
+            for x, y in data.train_batches(epoch[0], batch):
+                opt.zero_grad()
+                F.cross_entropy(net(x), y).backward()
+                opt.step()
+            net.eval()
+            correct = torch.zeros(())
+            with torch.no_grad():
+                for x, y in data.test_batches(batch):
+                    correct += (net(x).argmax(-1) == y).sum()
+            correct.item()
 
+        return run
+
+    # Each variant runs as `copies` separately built copies, summed per repetition: where a
+    # copy's tensors happen to lie in memory moves one copy's epoch by up to ~5% on this VM.
+    makers = {"hand": hand_epoch, f"suite, grad_norm_every={every} (default)":
+              lambda: suite_epoch(every), "suite, grad_norm_every=1": lambda: suite_epoch(1)}
+    groups = {name: [f"{name} #{c}" for c in range(copies)] for name in makers}
+    variants = {copy: makers[name]() for name, names in groups.items() for copy in names}
     steps = data.num_train_batches(batch)
     print(f"\n## loop: one epoch ({steps} steps of {batch}) plus its test pass, MLP-18 on digits, "
-          f"Adam; median of {epochs} interleaved epochs")
-    variants = {"hand": hand, f"suite, grad_norm_every={every} (default)": suite_epoch(every),
-                "suite, grad_norm_every=1": suite_epoch(1)}
+          f"Adam; {copies} copies of each variant, {epochs} interleaved epochs each; ratios: "
+          "median over repetitions of the copies' summed epoch times")
     t = interleaved(variants, epochs, warmup=2)
+    hand = groups["hand"]
     print(f"{'loop':<36} {'ms/epoch':>9} {'throughput/hand':>16}")
-    for name in variants:
-        print(f"{name:<36} {t[name] * 1e3:>9.1f} {t.ratio('hand', name):>16.3f}")
+    for name, names in groups.items():
+        ms = statistics.median(t[k] for k in names) * 1e3
+        print(f"{name:<36} {ms:>9.1f} {t.group_ratio(hand, names):>16.3f}")
+    half = copies // 2
+    if half:
+        print(f"noise: hand copies 1-{half} against the other {copies - half}, same code: "
+              f"{t.group_ratio(hand[:half], hand[half:2 * half]):.3f}")
     print("target: the default suite >= 0.98 of the hand-written loop's throughput")
 
 
@@ -293,7 +353,9 @@ def main() -> None:
                         help="base optimizers for e2e (default: SGDM for ResNet-20, else Adam)")
     parser.add_argument("--models", nargs="*", help="only these models in step/e2e "
                         "(ResNet-110, ResNet-20, MLP-18, PTB-LSTM)")
-    parser.add_argument("--epochs", type=int, default=30, help="epochs per variant (loop)")
+    parser.add_argument("--epochs", type=int, default=20, help="epochs per copy (loop)")
+    parser.add_argument("--copies", type=int, default=4, help="separately built copies of each "
+                        "loop variant (loop)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     if args.clock == "cpu":
@@ -304,7 +366,7 @@ def main() -> None:
     if "e2e" in args.parts:
         bench_e2e(args.e2e_repeats, args.e2e_pairs, args.models)
     if "loop" in args.parts:
-        bench_loop(args.epochs)
+        bench_loop(args.epochs, args.copies)
 
 
 if __name__ == "__main__":
