@@ -339,22 +339,33 @@ def bench_loop(epochs: int, copies: int) -> None:
     print("target: the default suite >= 0.98 of the hand-written loop's throughput")
 
 
+def positive(text: str) -> int:
+    """argparse type: an integer of at least 1, or a one-line usage error."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a whole number of at least 1, got {text!r}")
+    return value
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--parts", nargs="*", default=["step", "e2e", "loop"],
                         choices=["step", "e2e", "loop"])
-    parser.add_argument("--threads", type=int, default=2, help="torch.set_num_threads")
+    parser.add_argument("--threads", type=positive, default=2, help="torch.set_num_threads")
     parser.add_argument("--clock", choices=["wall", "cpu"], default="wall",
                         help="cpu: this process's CPU time (time.process_time), which leaves out "
                              "the time other processes hold the cores; meaningful with --threads 1")
-    parser.add_argument("--repeats", type=int, default=40, help="steps per variant (step)")
-    parser.add_argument("--e2e-repeats", type=int, default=10, help="steps per variant (e2e)")
+    parser.add_argument("--repeats", type=positive, default=40, help="steps per variant (step)")
+    parser.add_argument("--e2e-repeats", type=positive, default=10, help="steps per variant (e2e)")
     parser.add_argument("--e2e-pairs", nargs="*", choices=list(PAIRS),
                         help="base optimizers for e2e (default: SGDM for ResNet-20, else Adam)")
     parser.add_argument("--models", nargs="*", help="only these models in step/e2e "
                         "(ResNet-110, ResNet-20, MLP-18, PTB-LSTM)")
-    parser.add_argument("--epochs", type=int, default=20, help="epochs per copy (loop)")
-    parser.add_argument("--copies", type=int, default=4, help="separately built copies of each "
+    parser.add_argument("--epochs", type=positive, default=20, help="epochs per copy (loop)")
+    parser.add_argument("--copies", type=positive, default=4, help="separately built copies of each "
                         "loop variant (loop)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
