@@ -134,7 +134,8 @@ def block_norms(tensors: list[Tensor], index: BlockIndex) -> Tensor:
             same = large[0].dtype == index.dtype
             parts.append(torch.stack(torch._foreach_norm(large, dtype=None if same else index.dtype)))
         flat = torch.cat(parts + small) if small else parts[0]   # new: squared in place below
-        flat = flat.to(device=index.device, dtype=index.dtype, non_blocking=True)  # (L+N,)
+        if group.cast:                                            # (L+N,)
+            flat = flat.to(device=index.device, dtype=index.dtype, non_blocking=True)
         squared.index_add_(0, group.part_blocks, flat.square_())
     return squared.sqrt_()
 

@@ -13,7 +13,9 @@ ratios to a baseline measured in the same run (the median of the per-repetition 
 - ``e2e``: a whole training step, forward + backward + step with ``zero_grad()`` (torch's
   default ``set_to_none=True``): ResNet-20 on CIFAR-shaped batches of 128, MLP-18 on
   MNIST-shaped batches of 100 and the PTB LSTM on 100 x 40 token windows; NG against its
-  base (foreach=True both), and the base with the "floor" hook.
+  base (foreach=True both), and the base with the "floor" hook. Each variant runs as several
+  separately built copies (``--e2e-copies``), and the base's copies are compared with each
+  other ("noise").
 - ``loop``: the suite's own epoch (``experiments.loops.train_epoch`` with its per-step
   bookkeeping and its sampled per-layer diagnostics, ``epoch_metrics`` and ``evaluate``; the
   optimizer the engine builds from ``configs/optim/adam.yaml``) against a minimal hand-written
@@ -25,6 +27,7 @@ ratios to a baseline measured in the same run (the median of the per-repetition 
 
     python3 scripts/bench_optim.py                       # all three parts, ~3-4 min on 2 cores
     python3 scripts/bench_optim.py --parts step --repeats 50
+    python3 scripts/bench_optim.py --parts e2e --e2e-repeats 150 --e2e-copies 4 --models MLP-18
     python3 scripts/bench_optim.py --parts loop --epochs 20 --copies 4
 
 Targets (2-core CPU): step alone on ResNet-110, AdamNG/Adam <= 1.15 and SGDMNG/SGDM <= 1.25;
@@ -218,11 +221,12 @@ def e2e_task(name: str) -> tuple[nn.Module, Callable[[nn.Module], torch.Tensor]]
 E2E = {"ResNet-20": "SGDM", "MLP-18": "Adam", "PTB-LSTM": "Adam"}
 
 
-def bench_e2e(repeats: int, pairs: list[str] | None, only: list[str] | None) -> None:
-    print(f"\n## e2e: forward + backward + step, median of {repeats} interleaved steps; "
-          "NG/base throughput (>= 0.97 is the target)")
+def bench_e2e(repeats: int, copies: int, pairs: list[str] | None, only: list[str] | None) -> None:
+    print(f"\n## e2e: forward + backward + step, {copies} copies of each variant, {repeats} "
+          "interleaved steps each; ratios: median over repetitions of the copies' summed step "
+          "times; NG/base throughput (>= 0.97 is the target)")
     header = (f"{'model':<10} {'batch':<13} {'pair':<12} {'base ms':>9} {'NG ms':>9} "
-              f"{'NG/base throughput':>18} {'floor/base':>10}")
+              f"{'NG/base throughput':>18} {'floor/base':>10} {'noise':>6}")
     print(header + "\n" + "-" * len(header))
     shapes = {"ResNet-20": "128x3x32x32", "MLP-18": "100x784", "PTB-LSTM": "100x40 tokens"}
     for name, default_pair in E2E.items():
@@ -230,27 +234,38 @@ def bench_e2e(repeats: int, pairs: list[str] | None, only: list[str] | None) -> 
             continue
         for base in pairs or [default_pair]:
             cls, kwargs = PAIRS[base]
+            groups = {kind: [f"{kind} #{c}" for c in range(copies)]
+                      for kind in ("base", "NG", "floor")}
             variants = {}
-            for kind in ("base", "NG", "floor"):
-                torch.manual_seed(0)
-                model, loss_of = e2e_task(name)
-                if kind == "NG":
-                    opt = bng.build(model, base=cls, mode="ng", foreach=True, **kwargs)
-                else:
-                    opt = cls(model.parameters(), foreach=True, **kwargs)
-                    if kind == "floor":
-                        opt.register_step_pre_hook(floor_hook)
+            for kind, names in groups.items():
+                for copy in names:
+                    torch.manual_seed(0)
+                    model, loss_of = e2e_task(name)
+                    if kind == "NG":
+                        opt = bng.build(model, base=cls, mode="ng", foreach=True, **kwargs)
+                    else:
+                        opt = cls(model.parameters(), foreach=True, **kwargs)
+                        if kind == "floor":
+                            opt.register_step_pre_hook(floor_hook)
 
-                def step(model=model, opt=opt, loss_of=loss_of) -> None:
-                    opt.zero_grad()
-                    loss_of(model).backward()
-                    opt.step()
+                    def step(model=model, opt=opt, loss_of=loss_of) -> None:
+                        opt.zero_grad()
+                        loss_of(model).backward()
+                        opt.step()
 
-                variants[kind] = step
+                    variants[copy] = step
             t = interleaved(variants, repeats, warmup=2)
+            ms = {kind: statistics.median(t[k] for k in names) * 1e3
+                  for kind, names in groups.items()}
+            half = copies // 2
+            noise = (f"{t.group_ratio(groups['base'][:half], groups['base'][half:2 * half]):>6.3f}"
+                     if half else f"{'-':>6}")
             print(f"{name:<10} {shapes[name]:<13} {base + '/' + base + 'NG':<12} "
-                  f"{t['base'] * 1e3:>9.1f} {t['NG'] * 1e3:>9.1f} {t.ratio('base', 'NG'):>18.3f} "
-                  f"{t.ratio('base', 'floor'):>10.3f}", flush=True)
+                  f"{ms['base']:>9.1f} {ms['NG']:>9.1f} "
+                  f"{t.group_ratio(groups['base'], groups['NG']):>18.3f} "
+                  f"{t.group_ratio(groups['base'], groups['floor']):>10.3f} {noise}", flush=True)
+    if copies > 1:
+        print(f"noise: the base's first {copies // 2} copies against its next {copies // 2} (same code)")
 
 
 # --- loop: the suite's epoch against a hand-written one ----------------------------------------
@@ -360,6 +375,8 @@ def main() -> None:
                              "the time other processes hold the cores; meaningful with --threads 1")
     parser.add_argument("--repeats", type=positive, default=40, help="steps per variant (step)")
     parser.add_argument("--e2e-repeats", type=positive, default=10, help="steps per variant (e2e)")
+    parser.add_argument("--e2e-copies", type=positive, default=2, help="separately built "
+                        "copies of each variant (e2e)")
     parser.add_argument("--e2e-pairs", nargs="*", choices=list(PAIRS),
                         help="base optimizers for e2e (default: SGDM for ResNet-20, else Adam)")
     parser.add_argument("--models", nargs="*", help="only these models in step/e2e "
@@ -375,7 +392,7 @@ def main() -> None:
     if "step" in args.parts:
         bench_step(args.repeats, args.models)
     if "e2e" in args.parts:
-        bench_e2e(args.e2e_repeats, args.e2e_pairs, args.models)
+        bench_e2e(args.e2e_repeats, args.e2e_copies, args.e2e_pairs, args.models)
     if "loop" in args.parts:
         bench_loop(args.epochs, args.copies)
 
