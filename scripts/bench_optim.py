@@ -82,6 +82,12 @@ class Timing(dict):
         sums_b = [sum(r) for r in zip(*(self.samples[k] for k in b), strict=True)]
         return statistics.median(x / y for x, y in zip(sums_a, sums_b, strict=True))
 
+    def noise(self, copies: list[str]) -> float | None:
+        """``group_ratio`` of the first half of one variant's copies against the next half:
+        identical code, so its distance from 1 is the run's noise; None for a single copy."""
+        half = len(copies) // 2
+        return self.group_ratio(copies[:half], copies[half:2 * half]) if half else None
+
 
 def interleaved(variants: dict[str, Callable[[], object]], repeats: int, warmup: int,
                 before: Callable[[], object] | None = None) -> Timing:
@@ -257,15 +263,14 @@ def bench_e2e(repeats: int, copies: int, pairs: list[str] | None, only: list[str
             t = interleaved(variants, repeats, warmup=2)
             ms = {kind: statistics.median(t[k] for k in names) * 1e3
                   for kind, names in groups.items()}
-            half = copies // 2
-            noise = (f"{t.group_ratio(groups['base'][:half], groups['base'][half:2 * half]):>6.3f}"
-                     if half else f"{'-':>6}")
+            noise = t.noise(groups["base"])
             print(f"{name:<10} {shapes[name]:<13} {base + '/' + base + 'NG':<12} "
                   f"{ms['base']:>9.1f} {ms['NG']:>9.1f} "
                   f"{t.group_ratio(groups['base'], groups['NG']):>18.3f} "
-                  f"{t.group_ratio(groups['base'], groups['floor']):>10.3f} {noise}", flush=True)
+                  f"{t.group_ratio(groups['base'], groups['floor']):>10.3f} "
+                  f"{'-' if noise is None else f'{noise:.3f}':>6}", flush=True)
     if copies > 1:
-        print(f"noise: the base's first {copies // 2} copies against its next {copies // 2} (same code)")
+        print("noise: the first half of the base's copies against as many others (same code)")
 
 
 # --- loop: the suite's epoch against a hand-written one ----------------------------------------
@@ -347,10 +352,10 @@ def bench_loop(epochs: int, copies: int) -> None:
     for name, names in groups.items():
         ms = statistics.median(t[k] for k in names) * 1e3
         print(f"{name:<36} {ms:>9.1f} {t.group_ratio(hand, names):>16.3f}")
-    half = copies // 2
-    if half:
-        print(f"noise: hand copies 1-{half} against the other {copies - half}, same code: "
-              f"{t.group_ratio(hand[:half], hand[half:2 * half]):.3f}")
+    noise = t.noise(hand)
+    if noise is not None:
+        print(f"noise: the first half of the hand-written copies against as many others, same code: "
+              f"{noise:.3f}")
     print("target: the default suite >= 0.98 of the hand-written loop's throughput")
 
 
