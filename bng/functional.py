@@ -133,8 +133,8 @@ def block_norms(tensors: list[Tensor], index: BlockIndex) -> Tensor:
             large = tensors[group.start:group.split]
             same = large[0].dtype == index.dtype
             parts.append(torch.stack(torch._foreach_norm(large, dtype=None if same else index.dtype)))
-        flat = torch.cat(parts + small) if small else parts[0]   # new: squared in place below
-        if group.cast:                                            # (L+N,)
+        flat = torch.cat(parts + small) if small else parts[0]   # (L+N,), new: squared in place
+        if group.cast:                                            # another device or dtype
             flat = flat.to(device=index.device, dtype=index.dtype, non_blocking=True)
         squared.index_add_(0, group.part_blocks, flat.square_())
     return squared.sqrt_()
