@@ -9,9 +9,8 @@ Item kinds (dicts; see gpu_check.py for the lists it sends):
   item's autocast, cross-entropy, backward, SGDMNG step, and every `grad_norm_every`-th step the
   block norms summed on the device) on synthetic device tensors of the real shapes; median of
   timed windows; then the eager forward in eval mode (the engine evaluates with the plain
-  module). With `duration` and
-  `go_file` it instead says `ready` after warming up, waits for the go file, and counts steps
-  for `duration` seconds (processes that train at the same time).
+  module). With `duration` and `go_file` it instead says `ready` after warming up, waits for
+  the go file, and counts steps for `duration` seconds (processes that train at the same time).
 - data: the CIFAR data layer on the device (crop + flip batches of a fixture file set).
 - optim: optimizer.step() on ResNet-110's parameters: bng's NG against torch's foreach and
   fused optimizers, interleaved.
