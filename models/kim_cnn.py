@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 PADDING_ID = 0  # DESIGN.md: token id 0 is padding
+KIM_EMB_INIT = 0.25  # Kim's code: random word vectors from U(-0.25, 0.25)
 
 
 class KimCNN(nn.Module):
@@ -22,7 +23,8 @@ class KimCNN(nn.Module):
     padding) shorter than the widest window are right-padded with id 0 inside ``forward`` up to
     that width, so every window yields at least one position; this equals padding in the data.
 
-    Init: embedding U(-0.25, 0.25) as in Kim's code for unknown / random words; conv and Linear
+    Init: embedding U(-emb_init, emb_init); Kim's code draws unknown / random words from
+    U(-0.25, 0.25), the widely copied TensorFlow port from U(-1, 1). Conv and Linear keep
     PyTorch's defaults.
 
     Max-norm: Kim rescales each class's weight vector of the final layer to L2 norm <= 3 after
@@ -38,6 +40,7 @@ class KimCNN(nn.Module):
         num_classes: 2 for rt-polarity.
         dropout: drop probability on the concatenated features; 0.5 as in Kim.
         max_norm: L2 bound on each row of the final Linear weight, None = no constraint.
+        emb_init: bound of the embedding's uniform init; None = Kim's 0.25.
     """
 
     def __init__(
@@ -49,10 +52,12 @@ class KimCNN(nn.Module):
         num_classes: int = 2,
         dropout: float = 0.5,
         max_norm: float | None = None,
+        emb_init: float | None = None,
     ) -> None:
         super().__init__()
         self.embedding = nn.Embedding(vocab_size, emb, padding_idx=PADDING_ID)
-        nn.init.uniform_(self.embedding.weight, -0.25, 0.25)
+        bound = KIM_EMB_INIT if emb_init is None else emb_init
+        nn.init.uniform_(self.embedding.weight, -bound, bound)
         with torch.no_grad():
             self.embedding.weight[PADDING_ID].zero_()
         # Conv1d over time with the embedding as channels == Kim's (width x emb) 2-D filter
@@ -90,6 +95,7 @@ def kim_cnn(
     num_classes: int = 2,
     dropout: float = 0.5,
     max_norm: float | None = None,
+    emb_init: float | None = None,
 ) -> KimCNN:
     """Kim's CNN-rand; see :class:`KimCNN`. ``max_norm=3.0`` turns on Kim's constraint."""
-    return KimCNN(vocab_size, emb, windows, maps, num_classes, dropout, max_norm)
+    return KimCNN(vocab_size, emb, windows, maps, num_classes, dropout, max_norm, emb_init)
