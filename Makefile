@@ -6,7 +6,7 @@ SCALE  ?= full
 # Installed once: `make install` is skipped while the stamp is newer than pyproject.toml.
 STAMP  := .install.stamp
 
-.PHONY: help install test test-all lint demo report
+.PHONY: help install test test-all lint demo report verdicts
 
 help:
 	@echo "make demo       install, then a mini Figure 1 on the bundled digits data (results/demo/)"
@@ -14,6 +14,7 @@ help:
 	@echo "make test-all   the test suite including the tests marked slow"
 	@echo "make lint       ruff"
 	@echo "make report     render every table and figure from the runs present, no training"
+	@echo "make verdicts   check the paper's claims on the runs present (SEEDS=1,2,3; SCALE=quick)"
 	@echo "make table1     Table 1's sweep, then its table (also table2-4, figure1-3; SCALE=quick, ARGS=...)"
 	@echo "make tune_clip_threshold  a holdout search of the paper (also tune_adam_lr, tune_adap_alpha)"
 	@echo "make ablation_bn_blocks   the other reading of an open choice (docs/PROTOCOL.md lists all)"
@@ -69,6 +70,11 @@ $(ARTIFACTS) $(TUNING) $(ABLATIONS): install
 
 report: install
 	$(PYTHON) scripts/report.py --results $(RESULTS) $(REPORT_FLAGS)
+
+# The paper's claims (scripts/reports/claims.yaml), each with its verdict, effect and interval:
+# $(RESULTS)/tables/verdicts.{md,csv,json}. SEEDS=1,2,3 picks the seeds (default: each sweep's).
+verdicts: install
+	$(PYTHON) scripts/report.py verdicts --results $(RESULTS) $(REPORT_FLAGS) $(if $(SEEDS),--seeds $(SEEDS))
 
 # A mini Figure 1 on the bundled digits data: MLP-6/12/18 x {SGDM, SGDMNG, Adam, AdamNG}.
 DEMO_OUT ?= results/demo

@@ -12,12 +12,21 @@ from pathlib import Path
 
 from .diagnostics import render_diagnostics
 from .figures import render_figure
-from .grids import ARTIFACTS, Artifact, demo_artifacts, format_pending, pending_runs
+from .grids import (
+    ARTIFACTS,
+    Artifact,
+    demo_artifacts,
+    format_damaged,
+    format_pending,
+    mixed_commit_lines,
+    pending_runs,
+)
 from .output import write_atomic
 from .runs import load_runs
 from .tables import load_paper, render_table
 from .targets import render_targets
 from .tuning import render_readings, render_tuning
+from .verdict_files import report_verdicts, verdict_lines
 
 TARGETS = ["table1", "table2", "table3", "table4", "figure1", "figure2", "figure3",
            "diagnostics", "tune_adam_lr", "tune_clip_threshold", "tune_adap_alpha",
@@ -30,7 +39,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         prog="python scripts/report.py", description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("targets", nargs="*", metavar="TARGET",
-                        help=f"any of {', '.join(TARGETS)}, 'all' (default) or 'demo'")
+                        help=f"any of {', '.join(TARGETS)}, 'verdicts' (the paper's claims, "
+                             "checked), 'all' (default) or 'demo'")
     parser.add_argument("--only", default="", help="comma list of targets (same as TARGET ...)")
     parser.add_argument("--results", type=Path, default=None,
                         help="folder holding runs/ (default: results, results/quick with "
@@ -43,7 +53,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="render the grids on this dataset instead (e.g. digits)")
     parser.add_argument("--seeds", default=None, help="comma list of seeds, e.g. 1 or 1,2,3")
     parser.add_argument("--run-args", default="",
-                        help="extra overrides appended to each printed `python run.py` command "
+                        help="the overrides the runs were made with beyond their experiment "
+                             "config (e.g. \"epochs=10\"): each cell then asks for them, and "
+                             "they are appended to each printed `python run.py` command "
                              "(default at --scale quick: experiment=<target>_quick)")
     parser.add_argument("--list-all", action="store_true",
                         help="print every missing run (default: the first 20; all go to "
@@ -55,22 +67,25 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                              "(what `make <target>` runs), then exit")
     args = parser.parse_args(argv)
     targets = [t for t in args.targets + args.only.split(",") if t] or ["all"]
-    unknown = sorted(set(targets) - set(TARGETS) - {"all", "demo"})
+    unknown = sorted(set(targets) - set(TARGETS) - {"all", "demo", "verdicts"})
     if unknown:
-        parser.error(f"unknown target(s) {unknown}; choose from {TARGETS + ['all', 'demo']}")
+        parser.error(f"unknown target(s) {unknown}; choose from "
+                     f"{TARGETS + ['verdicts', 'all', 'demo']}")
     args.targets = targets
     args.seeds = tuple(int(s) for s in args.seeds.split(",") if s) if args.seeds else None
     return args
 
 
 def select(args: argparse.Namespace) -> dict[str, Artifact]:
-    """The artifacts to render, with the dataset, seed and scale choices applied."""
+    """The artifacts to render, with the dataset, seed, scale and --run-args choices applied
+    (the last two shape the config each cell asks for)."""
     if "demo" in args.targets:
-        return {name: art.adapt(scale=args.scale) for name, art in
+        return {name: art.adapt(scale=args.scale, run_args=args.run_args) for name, art in
                 demo_artifacts(args.dataset or "digits", args.seeds or (1,)).items()}
     names = TARGETS if "all" in args.targets else [t for t in TARGETS if t in args.targets]
     seeds = args.seeds or ((1,) if args.scale == "quick" else None)
-    return {name: ARTIFACTS[name].adapt(args.dataset, seeds, args.scale) for name in names}
+    return {name: ARTIFACTS[name].adapt(args.dataset, seeds, args.scale, args.run_args)
+            for name in names}
 
 
 def default_results(args: argparse.Namespace) -> Path:
@@ -119,6 +134,11 @@ def main(argv: list[str] | None = None) -> int:
     banner = "QUICK SCALE (CPU-sized; not comparable to the paper)" if args.scale == "quick" \
         else "full scale"
     print(f"bng-suite report: {len(runs)} run folder(s) under {results}/runs; {banner}")
+    if runs.damaged:  # listed, never fatal: each reader leaves out what it cannot read
+        listing = write_atomic(Path(out_dir) / "missing" / "damaged.txt",
+                               format_damaged(runs.damaged) + "\n")
+        print(format_damaged(runs.damaged, None if args.list_all else 20))
+        print(f"    full list: {listing}")
     failures = 0
     for name, artifact in select(args).items():
         try:
@@ -131,6 +151,8 @@ def main(argv: list[str] | None = None) -> int:
                                               else ""))
         for path in paths:
             print(f"    wrote {path}")
+        for line in verdict_lines(name, artifact, runs):  # its claims of the paper, checked
+            print(line)
         if artifact.name != "demo_table":  # the demo table's runs are the demo figure's
             pending = pending_runs(artifact, runs, str(results), run_args(args, artifact))
             listing = write_atomic(Path(out_dir) / "missing" / f"{name}.txt",
@@ -138,6 +160,11 @@ def main(argv: list[str] | None = None) -> int:
             print(format_pending(artifact, pending, None if args.list_all else 20))
             if pending:
                 print(f"    full list: {listing}")
+            for line in mixed_commit_lines(artifact, runs):
+                print(line)
+    if {"verdicts", "all"} & set(args.targets):
+        seeds = args.seeds or ((1,) if args.scale == "quick" else None)
+        failures += report_verdicts(runs, out_dir, paper, args.dataset, seeds, args.scale)
     print(f"done in {time.perf_counter() - started:.1f}s; outputs under {out_dir}/tables and "
           f"{out_dir}/figures")
     return 1 if failures else 0

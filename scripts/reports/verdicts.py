@@ -1,0 +1,423 @@
+"""The paper's claims, checked: scripts/reports/claims.yaml lists each claim of section 4 with
+its cells, metric and comparison; this module finds each cell's runs (grids.find_run, so a cell
+reads only the runs its config asks for), pairs them by seed and computes a verdict:
+
+- holds: the 95% bootstrap CI of the mean paired difference excludes 0 on the paper's side,
+  and the Holm-adjusted paired t test agrees (p < alpha);
+- contradicted: the same, on the other side;
+- inconclusive: neither (with the seeds 80% power would need);
+- untestable: fewer than `min_seeds` paired seeds (missing, unfinished or diverged runs, or a
+  metric the runs do not hold), with the reason.
+
+A claim with several comparisons holds when every one holds, and is contradicted when any one
+is. docs/PROTOCOL.md, "Statistics", gives the choices and why; .verdict_files writes them."""
+
+from __future__ import annotations
+
+import itertools
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+from .grids import Artifact, Cell, find_run, label
+from .runs import Run
+from .stats import Effect, holm, paired_effect, seeds_for_power
+
+CLAIMS_FILE = Path(__file__).resolve().with_name("claims.yaml")
+WORDS = ("holds", "contradicted", "inconclusive", "untestable")
+
+
+class ClaimsError(ValueError):
+    """claims.yaml cannot be read, or names a kind, metric or cell that does not exist."""
+
+
+def _finite(value) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    return float(value) if math.isfinite(value) else None
+
+
+def _curve(run: Run, column: str) -> list[float] | None:
+    """A metric's per-epoch values; None if absent or not finite at some epoch."""
+    if column not in run.metrics:
+        return None
+    values = [_finite(v) for v in run.metrics[column].tolist()]
+    return None if not values or None in values else values
+
+
+def _swing(column: str):
+    """Mean |change from one epoch to the next| over the second half of the epochs (4+)."""
+    def metric(run: Run, settings: dict) -> float | None:
+        values = _curve(run, column)
+        if values is None or len(values) < 4:
+            return None
+        half = values[len(values) // 2:]
+        return float(np.mean(np.abs(np.diff(half))))
+    return metric
+
+
+def _error(key: str):
+    def metric(run: Run, settings: dict) -> float | None:
+        value = _finite(run.final.get(key))
+        return None if value is None else 100.0 * (1.0 - value)
+    return metric
+
+
+def _final(key: str):
+    return lambda run, settings: _finite(run.final.get(key))
+
+
+def _mean_curve(run: Run, settings: dict) -> float | None:
+    values = _curve(run, "train_loss")
+    return None if values is None else float(np.mean(values))
+
+
+def _plateau_distance(run: Run, settings: dict) -> float | None:
+    values = _curve(run, "train_loss")
+    level = settings["plateau"]["level"]
+    return None if values is None else max(abs(v - level) for v in values)
+
+
+def _best_acc(run: Run, settings: dict) -> float | None:
+    value = _finite(run.best.get("test_acc"))
+    if value is None:
+        values = _curve(run, "test_acc")
+        value = max(values) if values else None
+    return None if value is None else 100.0 * value
+
+
+METRICS = {
+    "final_train_loss": _final("train_loss"), "final_test_loss": _final("test_loss"),
+    "final_test_log_ppl": _final("test_loss"), "mean_train_loss": _mean_curve,
+    "plateau_distance": _plateau_distance, "train_swing": _swing("train_loss"),
+    "test_swing": _swing("test_loss"), "final_test_error": _error("test_acc"),
+    "final_top1_error": _error("test_top1"), "final_top5_error": _error("test_top5"),
+    "best_val_acc": _best_acc,
+}
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """One check: the per-seed value sum(weight * metric(cell)) + offset; the paper predicts
+    its sign is `side` (-1 or +1)."""
+
+    label: str
+    metric: str
+    terms: tuple[tuple[Cell, float], ...]
+    offset: float
+    side: int
+
+
+@dataclass
+class Result:
+    comparison: Comparison
+    verdict: str = "untestable"
+    reason: str = ""
+    effect: Effect | None = None
+    p_holm: float = math.nan
+    seeds: int | None = None
+    power_basis: str = ""
+    protocol: list[str] = field(default_factory=list)
+
+
+@dataclass
+class ClaimResult:
+    claim: dict
+    scale: str
+    results: list[Result]
+    verdict: str
+    reason: str
+    decided_by: Result | None
+
+    @property
+    def seeds_for_power(self) -> int | None:
+        found = [r.seeds for r in self.results if r.verdict == "inconclusive" and r.seeds]
+        return max(found) if found else None
+
+    @property
+    def protocol(self) -> list[str]:
+        return sorted({note for r in self.results for note in r.protocol})
+
+
+def load_claims(path: Path = CLAIMS_FILE) -> dict:
+    """The claims file, checked for the fields every claim needs."""
+    try:
+        data = yaml.safe_load(Path(path).read_text())
+    except (OSError, yaml.YAMLError) as error:
+        first = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise ClaimsError(f"cannot read the claims file {path}: {first}") from error
+    if not isinstance(data, dict) or not isinstance(data.get("claims"), list):
+        raise ClaimsError(f"{path}: expected a mapping with a `claims:` list")
+    for claim in data["claims"]:
+        missing = [k for k in ("id", "artifact", "quote", "compare") if k not in claim]
+        if missing:
+            raise ClaimsError(f"{path}: claim {claim.get('id', '?')} lacks {missing}")
+        for entry in claim["compare"]:
+            for metric in _as_list(entry.get("metric")):
+                if metric not in METRICS or metric not in data.get("metrics", {}):
+                    raise ClaimsError(f"{path}: claim {claim['id']}: unknown metric {metric!r}")
+    return data
+
+
+def _as_list(value) -> list:
+    return list(value) if isinstance(value, (list, tuple)) else [value]
+
+
+def _same(a, b) -> bool:
+    try:
+        return float(a) == float(b)
+    except (TypeError, ValueError):
+        return str(a) == str(b)
+
+
+def _cell_label(cell: Cell, artifact: Artifact) -> str:
+    parts = [label(cell.dataset)] if len(set(c.dataset for c in artifact.cells())) > 1 else []
+    if len(artifact.models) > 1:
+        parts.append(label(cell.model))
+    parts += [f"{k.rpartition('.')[2]} {v}" for k, v in cell.overrides if k != "optim.lr"]
+    return " ".join(parts)
+
+
+class Resolver:
+    """Finds the cell a claim names in an artifact's grids. Several cells for one optimizer
+    (Table 3's Adam lr search) resolve to the one Table 3 shows: the lowest mean of the
+    artifact's pick metric for its chooser among the runs present."""
+
+    def __init__(self, artifact: Artifact, runs: list[Run], seeds: tuple[int, ...],
+                 settings: dict):
+        self.artifact, self.runs, self.seeds, self.settings = artifact, runs, seeds, settings
+
+    def cell(self, optim: str, where: dict) -> Cell:
+        found = [c for c in self.artifact.cells() if c.optim == optim
+                 and (where.get("model") is None or c.model == where["model"])
+                 and (where.get("dataset") is None or c.dataset == where["dataset"])
+                 and all(_same(dict(c.overrides).get(k), v) for k, v in where.items()
+                         if "." in k)]
+        if not found:
+            raise ClaimsError(f"no cell of {self.artifact.name} for {optim} {where}")
+        return found[0] if len(found) == 1 else self._pick(found)
+
+    def _pick(self, cells: list[Cell]) -> Cell:
+        if not self.artifact.pick:
+            raise ClaimsError(f"{self.artifact.name}: {len(cells)} cells match {cells[0].optim}")
+        key, chooser = self.artifact.pick
+        candidates = [c for c in self.artifact.cells() if c.optim == chooser
+                      and c.model == cells[0].model]
+        scores = []
+        for index, cell in enumerate(candidates):
+            values = [METRICS["final_top1_error"](run, self.settings) for run in
+                      (find_run(self.runs, cell, s) for s in self.seeds)
+                      if run is not None and run.status == "completed"]
+            values = [v for v in values if v is not None]
+            scores.append((float(np.mean(values)) if values else math.inf, index))
+        best = dict(candidates[min(scores)[1]].overrides).get(key)
+        return next((c for c in cells if _same(dict(c.overrides).get(key), best)), cells[0])
+
+
+def _expand(entry: dict) -> list[dict]:
+    """One spec per combination of the listed fields (`others` is a set, not expanded)."""
+    keys = [k for k in entry if k != "others" and isinstance(entry[k], list)]
+    specs = []
+    for combo in itertools.product(*(entry[k] for k in keys)):
+        spec = dict(entry)
+        spec.update(zip(keys, combo, strict=True))
+        specs.append(spec)
+    return specs
+
+
+def comparisons(claim: dict, resolver: Resolver, data: dict) -> list[Comparison]:
+    out = []
+    for entry in claim["compare"]:
+        for spec in _expand(entry):
+            out += _build(spec, resolver, data)
+    return out
+
+
+def _build(spec: dict, resolver: Resolver, data: dict) -> list[Comparison]:
+    kind, metric = spec["kind"], spec["metric"]
+    info = data["metrics"][metric]
+    higher = bool(info.get("higher_is_better"))
+    where = {k: v for k, v in spec.items() if k in ("model", "dataset") or "." in k}
+    if kind == "gain_grows":
+        return [_gain(spec, where, resolver, info["label"])]
+    a = resolver.cell(spec["a"], where)
+    name = f"{label(spec['a'])}"
+    context = _cell_label(a, resolver.artifact)
+    prefix = f"{context}: " if context else ""
+    plateau = data["settings"]["plateau"]
+
+    def pair(other: str, side: int, sign: str, offset: float = 0.0, text: str = ""):
+        return Comparison(f"{prefix}{name} {sign} {label(other)}{text}, {info['label']}", metric,
+                          ((a, 1.0), (resolver.cell(other, where), -1.0)), offset, side)
+
+    if kind in ("below", "above"):
+        return [pair(spec["b"], -1 if kind == "below" else 1, "<" if kind == "below" else ">")]
+    if kind in ("best_of", "worst_of"):
+        better = (1 if higher else -1) * (1 if kind == "best_of" else -1)
+        return [pair(o, better, "<" if better < 0 else ">") for o in spec["others"]]
+    if kind == "not_worse":
+        margin = float(spec["margin"])
+        if higher:
+            return [pair(spec["b"], 1, "≥", margin, f" − {margin:g}")]
+        return [pair(spec["b"], -1, "≤", -margin, f" + {margin:g}")]
+    if kind == "fluctuates_more":
+        return [pair(spec["b"], 1, "swings more than")]
+    if kind == "stays_on_plateau":
+        return [Comparison(f"{prefix}{name} stays within {plateau['eps']:g} of ln 10 at every "
+                           f"epoch, {info['label']}", metric, ((a, 1.0),),
+                           -float(plateau["eps"]), -1)]
+    if kind == "leaves_plateau":
+        return [Comparison(f"{prefix}{name} ends below ln 10 − {plateau['eps']:g}, "
+                           f"{info['label']}", metric, ((a, 1.0),),
+                           -(float(plateau["level"]) - float(plateau["eps"])), -1)]
+    raise ClaimsError(f"unknown comparison kind {kind!r}")
+
+
+def _gain(spec: dict, where: dict, resolver: Resolver, metric_label: str) -> Comparison:
+    """(NG - base at `deep`) - (NG - base at `shallow`): NG's lead grows with depth."""
+    base = spec.get("b") or spec["a"].removesuffix("ng")
+    deep, shallow = {**where, "model": spec["deep"]}, {**where, "model": spec["shallow"]}
+    terms = ((resolver.cell(spec["a"], deep), 1.0), (resolver.cell(base, deep), -1.0),
+             (resolver.cell(spec["a"], shallow), -1.0), (resolver.cell(base, shallow), 1.0))
+    return Comparison(f"{label(spec['a'])} − {label(base)} lower at {label(spec['deep'])} than "
+                      f"at {label(spec['shallow'])}, {metric_label}", spec["metric"], terms,
+                      0.0, -1)
+
+
+def protocol_notes(run: Run, paper: dict, scale: str) -> list[str]:
+    """How a run's protocol differs from the paper's: fewer epochs, less data, quick scale."""
+    notes = ["quick scale"] if scale == "quick" else []
+    epochs = _finite(run.config.get("epochs"))
+    if paper.get("epochs") and epochs is not None and epochs < paper["epochs"]:
+        notes.append(f"{int(epochs)} of the paper's {paper['epochs']} epochs")
+    dataset = run.config.get("dataset") if isinstance(run.config.get("dataset"), dict) else {}
+    if dataset.get("limit"):
+        notes.append(f"a {dataset['limit']}-example subset of the data")
+    identity = run.summary.get("identity") or {}
+    samples = _finite(((identity.get("data") if isinstance(identity, dict) else None)
+                       or {}).get("train_samples"))
+    if paper.get("train_samples") and samples is not None and samples < paper["train_samples"]:
+        notes.append(f"{int(samples)} of the paper's {paper['train_samples']} training examples")
+    return notes
+
+
+def measure(comparison: Comparison, runs: list[Run], seeds: tuple[int, ...], data: dict,
+            protocol: dict, scale: str) -> Result:
+    """The comparison on the seeds where every cell has a completed run with the metric."""
+    settings = data["settings"]
+    metric = METRICS[comparison.metric]
+    result = Result(comparison)
+    columns: list[list[float]] = [[] for _ in comparison.terms]
+    problems: dict[str, list[str]] = {}
+    paired = []
+    for seed in seeds:
+        values, notes = [], []
+        for cell, _ in comparison.terms:
+            run = find_run(runs, cell, seed)
+            status = run.status if run is not None else "missing"
+            if status == "completed":
+                value = metric(run, settings)
+                status = "without the metric" if value is None else status
+            if status != "completed":
+                where = f"{label(cell.optim)} {_short(cell)}seed {seed}".strip()
+                problems.setdefault(_problem(status), []).append(where)
+                break
+            values.append(value)
+            notes += protocol_notes(run, protocol, scale)
+        else:
+            paired.append(seed)
+            result.protocol = sorted(set(result.protocol) | set(notes))
+            for column, value in zip(columns, values, strict=True):
+                column.append(value)
+    if len(paired) < settings["min_seeds"]:
+        detail = "; ".join(f"{kind}: {', '.join(where[:3])}" + (" ..." if len(where) > 3 else "")
+                           for kind, where in sorted(problems.items()))
+        result.reason = (f"{len(paired)} paired seed(s) of {len(seeds)}, "
+                         f"need {settings['min_seeds']}" + (f" ({detail})" if detail else ""))
+        return result
+    arrays = [np.asarray(column) for column in columns]
+    result.effect = paired_effect(arrays, [w for _, w in comparison.terms], comparison.offset)
+    return result
+
+
+def _short(cell: Cell) -> str:
+    extra = "".join(f"{k.rpartition('.')[2]}={v} " for k, v in cell.overrides)
+    return f"{label(cell.model)} {extra}"
+
+
+def _problem(status: str) -> str:
+    if status in ("diverged", "without the metric", "missing"):
+        return status
+    return "not finished"
+
+
+def decide(results: list[Result], data: dict) -> None:
+    """Holm over the claim's testable comparisons, then each one's word and power."""
+    settings = data["settings"]
+    testable = [r for r in results if r.effect is not None]
+    for result, adjusted in zip(testable, holm([r.effect.p for r in testable]), strict=True):
+        result.p_holm = adjusted
+        effect, side = result.effect, result.comparison.side
+        paper_side = effect.low > 0 if side > 0 else effect.high < 0
+        other_side = effect.high < 0 if side > 0 else effect.low > 0
+        significant = adjusted < settings["alpha"]
+        if significant and (paper_side or other_side):
+            result.verdict = "holds" if paper_side else "contradicted"
+            result.reason = "CI excludes 0 on the " + ("paper's side" if paper_side else
+                                                       "other side")
+            continue
+        result.verdict = "inconclusive"
+        result.reason = ("CI straddles 0" if not (paper_side or other_side) else
+                         f"CI excludes 0 but Holm p {adjusted:.3g} ≥ {settings['alpha']}")
+        sesoi = float(data["metrics"][result.comparison.metric]["sesoi"])
+        observed = abs(effect.mean)
+        basis = observed if observed >= sesoi else sesoi
+        result.power_basis = "observed effect" if observed >= sesoi else f"smallest effect {sesoi:g}"
+        result.seeds = seeds_for_power(basis, effect.sd, settings["alpha"], settings["power"])
+
+
+def summarize(claim: dict, results: list[Result], scale: str) -> ClaimResult:
+    words = [r.verdict for r in results]
+    total = len(results)
+    if "contradicted" in words:
+        bad = [r for r in results if r.verdict == "contradicted"]
+        deciding = min(bad, key=lambda r: r.p_holm)
+        verdict, reason = "contradicted", f"{len(bad)} of {total} comparisons contradicted"
+    elif words and all(w == "holds" for w in words):
+        deciding = max(results, key=lambda r: r.p_holm)
+        verdict, reason = "holds", f"all {total} comparisons hold"
+    elif "inconclusive" in words:
+        open_ = [r for r in results if r.verdict == "inconclusive"]
+        deciding = max(open_, key=lambda r: r.p_holm)
+        verdict, reason = "inconclusive", f"{len(open_)} of {total} comparisons inconclusive"
+    else:
+        lost = [r for r in results if r.verdict == "untestable"]
+        deciding = lost[0] if lost else None
+        verdict = "untestable"
+        reason = f"{len(lost)} of {total} comparisons untestable"
+    if deciding is not None and deciding.reason:
+        reason += f"; {deciding.comparison.label}: {deciding.reason}"
+    return ClaimResult(claim, scale, results, verdict, reason, deciding)
+
+
+def evaluate(artifacts: dict[str, Artifact], runs: list[Run], data: dict | None = None,
+             only: tuple[str, ...] | None = None) -> list[ClaimResult]:
+    """Every claim (of the artifacts in `only`, if given) checked against `runs`."""
+    data = data or load_claims()
+    out = []
+    for claim in data["claims"]:
+        name = claim["artifact"]
+        if (only and name not in only) or name not in artifacts:
+            continue
+        artifact = artifacts[name]
+        seeds = artifact.plot_seeds
+        resolver = Resolver(artifact, runs, seeds, data["settings"])
+        protocol = (data.get("protocol") or {}).get(name) or {}
+        results = [measure(c, runs, seeds, data, protocol, artifact.scale)
+                   for c in comparisons(claim, resolver, data)]
+        decide(results, data)
+        out.append(summarize(claim, results, artifact.scale))
+    return out
