@@ -17,13 +17,15 @@ from .runs import Run, is_finite_number
 class SeedStats:
     """mean and sample std (ddof=1; NaN when n < 2) over `n` finished seeds.
 
-    `n_diverged` seeds diverged and are not in the mean; `n_expected` seeds were asked for."""
+    `n_diverged` seeds diverged and are not in the mean; `n_expected` seeds were asked for;
+    `n_mixed` of the counted seeds were trained by more than one commit."""
 
     mean: float
     std: float
     n: int
     n_diverged: int = 0
     n_expected: int = 0
+    n_mixed: int = 0
 
     @property
     def all_diverged(self) -> bool:
@@ -34,12 +36,13 @@ class SeedStats:
         return self.n == 0 and self.n_diverged == 0
 
 
-def seed_stats(values: Iterable[float], n_diverged: int = 0, n_expected: int = 0) -> SeedStats:
+def seed_stats(values: Iterable[float], n_diverged: int = 0, n_expected: int = 0,
+               n_mixed: int = 0) -> SeedStats:
     finite = [float(v) for v in values if is_finite_number(v)]
     n = len(finite)
     mean = sum(finite) / n if n else math.nan
     std = math.sqrt(sum((v - mean) ** 2 for v in finite) / (n - 1)) if n > 1 else math.nan
-    return SeedStats(mean, std, n, n_diverged, n_expected or n + n_diverged)
+    return SeedStats(mean, std, n, n_diverged, n_expected or n + n_diverged, n_mixed)
 
 
 Metric = Callable[[Run], float | None]
@@ -77,18 +80,19 @@ def cell_stats(runs: list[Run], cell: Cell, seeds: Iterable[int], metric: Metric
     Running, failed and missing seeds, and a completed run without the metric, are left out;
     the first three show up in the missing-runs list."""
     seeds = list(seeds)
-    values, n_diverged = [], 0
+    values, n_diverged, n_mixed = [], 0, 0
     for seed in seeds:
         run = find_run(runs, cell, seed)
         if run is None or run.status not in ("completed", "diverged"):
             continue
+        n_mixed += run.mixed_commits
         if run.status == "diverged":
             n_diverged += 1
             continue
         value = metric(run)
         if value is not None:
             values.append(value)
-    return seed_stats(values, n_diverged, len(seeds))
+    return seed_stats(values, n_diverged, len(seeds), n_mixed)
 
 
 def cell_runs(runs: list[Run], cell: Cell, seeds: Iterable[int]) -> list[Run]:

@@ -57,8 +57,8 @@ def render_diagnostics(artifact: Artifact, runs: list[Run], out_dir: Path) -> li
                              squeeze=False, sharey=True, layout="constrained")
     found = {}
     for optim in artifact.optims:
-        run = first_run_with_norms(artifact, runs, Cell(dataset, model, optim,
-                                                        artifact.variants[0]))
+        run = first_run_with_norms(artifact, runs, artifact.grid_of(optim).cell(
+            dataset, model, optim, artifact.variants[0]))
         if run is not None:
             found[optim] = (run, *grad_norm_matrix(run))
     epochs = [e for (_, _, ep, _) in found.values() for e in ep]

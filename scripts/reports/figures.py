@@ -17,7 +17,7 @@ from matplotlib.lines import Line2D  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from .aggregate import cell_runs, curve_stats  # noqa: E402
-from .grids import Artifact, Cell, label  # noqa: E402
+from .grids import MIXED, Artifact, Cell, label  # noqa: E402
 from .output import save_figure  # noqa: E402
 from .runs import Run  # noqa: E402
 
@@ -94,13 +94,18 @@ def finish(fig, artifact: Artifact, out_dir: Path, name: str | None = None,
 
 
 def panel(ax, artifact, runs, cells: list[Cell], series_list: list[Series], log: bool) -> None:
-    missing = []
+    missing, mixed = [], []
     for cell in cells:
         drawn = [draw_cell(ax, runs, cell, artifact.plot_seeds, series, log)
                  for series in series_list]
         if not any(drawn):
             missing.append(label(cell.optim))
+        if any(run.mixed_commits for run in cell_runs(runs, cell, artifact.plot_seeds)):
+            mixed.append(label(cell.optim))
     note_missing(ax, missing, len(cells))
+    if mixed:
+        ax.text(0.01, 0.99, f"{MIXED} trained by more than one commit: " + ", ".join(mixed),
+                transform=ax.transAxes, fontsize=6, color="0.3", va="top")
     if log and len(missing) < len(cells):
         ax.set_yscale("log")
     ax.set_xlabel("epoch")
@@ -115,7 +120,8 @@ def curve_grid(artifact: Artifact, runs: list[Run], out_dir: Path, columns: list
     fig, axes = plt.subplots(2, len(columns), figsize=(4.2 * len(columns), 7), squeeze=False)
     rows = [Series("train_loss", "training objective"), Series("test_loss", "test objective")]
     for j, (title, dataset, model, overrides) in enumerate(columns):
-        cells = [Cell(dataset, model, optim, overrides) for optim in artifact.optims]
+        cells = [artifact.grid_of(optim).cell(dataset, model, optim, overrides)
+                 for optim in artifact.optims]
         for i, series in enumerate(rows):
             panel(axes[i][j], artifact, runs, cells, [series], log)
             axes[i][j].set_title(f"{title}: {series.ylabel}", fontsize=9)
@@ -152,7 +158,7 @@ def figure2(artifact: Artifact, runs: list[Run], out_dir: Path, name: str | None
     for i, dataset in enumerate(artifact.datasets):
         for j, (family, optims) in enumerate(FAMILIES.items()):
             ax = axes[i][j]
-            cells = [Cell(dataset, model, o, artifact.variants[0])
+            cells = [artifact.grid_of(o).cell(dataset, model, o, artifact.variants[0])
                      for o in optims if o in artifact.optims]
             panel(ax, artifact, runs, cells, series, log=False)
             ax.set_title(f"{label(dataset)} {label(model)}: {family}", fontsize=9)

@@ -7,8 +7,13 @@ from __future__ import annotations
 import itertools
 from dataclasses import dataclass, replace
 
-from .runs import PENDING, STATUS_RANK, Run
-from .sweeps import config_default, lookup, read_sweep, same_value, swept_keys
+from .cells import Cell, find_run, nearest_other, resume_command
+from .expected import parse_overrides, summarize
+from .runs import PENDING, Run
+from .sweeps import experiment_exists, read_sweep
+
+__all__ = ["ARTIFACTS", "Artifact", "Cell", "Grid", "Pending", "find_run", "format_pending",
+           "pending_runs"]
 
 OPTIM_LABELS = {
     "adam": "Adam", "adamclip": "AdamCLIP", "adamng": "AdamNG", "adamng_adap": "AdamNG_adap",
@@ -34,62 +39,13 @@ def label(name: str) -> str:
     return OPTIM_LABELS.get(name) or MODEL_LABELS.get(name) or DATASET_LABELS.get(name) or name
 
 
-def _group_of(key: str) -> tuple[str, str]:
-    group, _, rest = key.partition(".")
-    return group, rest
-
-
-@dataclass(frozen=True)
-class Cell:
-    """One (dataset, model, optimizer, overrides) point of a sweep; seeds repeat it."""
-
-    dataset: str
-    model: str
-    optim: str
-    overrides: tuple[tuple[str, str], ...] = ()
-
-    def value(self, key: str):
-        """What this cell sets `key` to: its override, else the config default."""
-        given = dict(self.overrides)
-        if key in given:
-            return given[key]
-        group, rest = _group_of(key)
-        name = {"dataset": self.dataset, "model": self.model, "optim": self.optim}.get(group)
-        return config_default(group, name, rest) if name else None
-
-    def matches(self, run: Run) -> bool:
-        """The run is this cell: same dataset, model and optimizer, and the same value of every
-        key a sweep varies (its override, else its resolved config.yaml, else the default)."""
-        if (run.dataset, run.model, run.optim) != (self.dataset, self.model, self.optim):
-            return False
-        given = run.overrides
-        default = Cell(run.dataset, run.model, run.optim)
-        for key in swept_keys() | {k for k, _ in self.overrides}:
-            ran = given.get(key)
-            if ran is None:
-                ran = lookup(run.config, key)       # what it resolved to (config.yaml)
-            if ran is None:
-                ran = default.value(key)
-            if not same_value(ran, self.value(key)):
-                return False
-        return True
-
-    def command(self, seed: int, out_dir: str = "results", run_args: str = "") -> str:
-        words = ["python run.py", f"dataset={self.dataset}", f"model={self.model}",
-                 f"optim={self.optim}", f"seed={seed}"]
-        words += [f"{key}={value}" for key, value in self.overrides]
-        if out_dir.rstrip("/") != "results":
-            words.append(f"out_dir={out_dir}")
-        if run_args.strip():
-            words.append(run_args.strip())
-        return " ".join(words)
-
-
 @dataclass(frozen=True)
 class Grid:
     """One experiment config's cross product: datasets x models x variants x optimizers, seeds.
 
-    `reference`: runs another sweep makes (the default reading an ablation compares with)."""
+    `reference`: runs another sweep makes (the default reading an ablation compares with).
+    `scale` and `run_args` (the report's --run-args as (key, value) pairs) shape the config
+    each of its cells asks for."""
 
     sweep: str
     datasets: tuple[str, ...]
@@ -98,13 +54,24 @@ class Grid:
     seeds: tuple[int, ...] = (1,)
     variants: tuple[tuple[tuple[str, str], ...], ...] = ((),)
     reference: bool = False
+    scale: str = "full"
+    run_args: tuple[tuple[str, str | None], ...] = ()
+
+    def cell(self, dataset: str, model: str, optim: str, variant: tuple = ()) -> Cell:
+        """The cell of this grid's experiment for (dataset, model, optim, variant)."""
+        return Cell(dataset, model, optim, tuple(variant), self.experiment(), self.run_args)
 
     def cells(self) -> list[Cell]:
-        return [Cell(d, m, o, v) for d in self.datasets for m in self.models
+        return [self.cell(d, m, o, v) for d in self.datasets for m in self.models
                 for v in self.variants for o in self.optims]
 
-    def experiment(self, scale: str) -> str:
-        return f"{self.sweep}_quick" if scale == "quick" else self.sweep
+    def experiment(self, scale: str | None = None) -> str:
+        """The experiment config that makes this grid's runs at `scale` (default: the grid's);
+        a sweep without a quick twin (the demo) is its own quick version."""
+        quick = f"{self.sweep}_quick"
+        if (scale or self.scale) == "quick" and experiment_exists(quick):
+            return quick
+        return self.sweep
 
 
 def grid(sweep: str, reference: bool = False, **only) -> Grid:
@@ -181,8 +148,9 @@ class Artifact:
         return out
 
     def adapt(self, dataset: str | None = None, seeds: tuple[int, ...] | None = None,
-              scale: str | None = None) -> Artifact:
-        """The same grids on another dataset (`digits` for the demo), seed list or scale."""
+              scale: str | None = None, run_args: str | None = None) -> Artifact:
+        """The same grids on another dataset (`digits` for the demo), seed list or scale, or
+        with the runs made with `run_args` (e.g. "epochs=10": the cells then ask for it)."""
         changes: dict = {}
         grid_changes: dict = {}
         if dataset:
@@ -190,6 +158,10 @@ class Artifact:
         if seeds:
             grid_changes["seeds"] = tuple(seeds)
             changes["band_seeds"] = ()
+        if scale:
+            grid_changes["scale"] = scale
+        if run_args is not None:
+            grid_changes["run_args"] = tuple(parse_overrides(run_args).items())
         if grid_changes:
             changes["grids"] = tuple(replace(g, **grid_changes) for g in self.grids)
         if scale:
@@ -253,7 +225,6 @@ def _artifacts() -> dict[str, Artifact]:
 
 
 ARTIFACTS: dict[str, Artifact] = _artifacts()
-DEMO_OPTIMS = ("sgdm", "sgdmng", "adam", "adamng")
 
 
 def demo_artifacts(dataset: str = "digits", seeds: tuple[int, ...] = (1,)) -> dict[str, Artifact]:
@@ -268,17 +239,10 @@ def demo_artifacts(dataset: str = "digits", seeds: tuple[int, ...] = (1,)) -> di
             for art in (figure, table, diagnostics)}
 
 
-def find_run(runs: list[Run], cell: Cell, seed: int) -> Run | None:
-    """The run answering (cell, seed); among several, the most finished, then the most epochs."""
-    found = [run for run in runs if run.seed == seed and cell.matches(run)]
-    if not found:
-        return None
-    return min(found, key=lambda run: (STATUS_RANK[run.status], -len(run.records), str(run.path)))
-
-
 @dataclass(frozen=True)
 class Pending:
-    """An expected run with no result yet: missing, or a status in runs.PENDING."""
+    """An expected run with no result yet: missing, made under another config (OTHER), or a
+    status in runs.PENDING."""
 
     cell: Cell
     seed: int
@@ -292,21 +256,40 @@ def pending_runs(artifact: Artifact, runs: list[Run], out_dir: str = "results",
     """Expected runs that gave no result. Diverged runs are results ("div."), not listed.
 
     `run_args` is appended to each printed command; None: at quick scale, the cell's quick
-    sweep (`experiment=<sweep>_quick`: its epochs and subsets are not command-line overrides)."""
+    sweep (`experiment=<sweep>_quick`: its epochs and subsets are not command-line overrides).
+    A resume command is the run's own, made for `out_dir` (the folder read) with `run_args`."""
     pending = []
+    found = {(cell, seed): find_run(runs, cell, seed) for _, cell, seed in artifact.expected()}
+    answered = frozenset(id(run) for run in found.values() if run is not None)
     for grid_, cell, seed in artifact.expected():
         extra = run_args
         if extra is None:
-            extra = f"experiment={grid_.experiment('quick')}" if artifact.scale == "quick" else ""
-        run = find_run(runs, cell, seed)
+            quick = artifact.scale == "quick" and grid_.experiment("quick") != grid_.sweep
+            extra = f"experiment={grid_.experiment('quick')}" if quick else ""
+        run = found[cell, seed]
         fresh = cell.command(seed, out_dir, extra)
         if run is None:
-            pending.append(Pending(cell, seed, "missing", fresh))
+            pending.append(_absent(runs, cell, seed, fresh, answered))
         elif run.status in PENDING:
             message = str(run.summary.get("message") or "")
             detail = f"{run.progress}" + (f": {message}" if message else "")
-            pending.append(Pending(cell, seed, run.status, run.command or fresh, detail))
+            pending.append(Pending(cell, seed, run.status,
+                                   resume_command(run.command, fresh, out_dir, extra), detail))
     return pending
+
+
+OTHER = "present but made under another config"
+
+
+def _absent(runs: list[Run], cell: Cell, seed: int, fresh: str,
+            answered: frozenset[int]) -> Pending:
+    """A missing run, or one present under another config (and answering no other cell of the
+    artifact): which folder, and how it differs."""
+    near = nearest_other(runs, cell, seed, answered)
+    if near is None:
+        return Pending(cell, seed, "missing", fresh)
+    run, found = near
+    return Pending(cell, seed, OTHER, fresh, f"{summarize(found)} [{run.name}]")
 
 
 def format_pending(artifact: Artifact, pending: list[Pending], limit: int | None = None) -> str:
@@ -317,8 +300,38 @@ def format_pending(artifact: Artifact, pending: list[Pending], limit: int | None
         return f"[{artifact.name}] all {expected} runs present."
     lines = [f"[{artifact.name}] {len(pending)} run(s) without a result (of {expected} expected):"]
     for item in pending[:limit]:
-        note = f"  # {item.state}" + (f", {item.detail}" if item.detail else "")
+        joint = ": " if item.state == OTHER else ", "
+        note = f"  # {item.state}" + (f"{joint}{item.detail}" if item.detail else "")
         lines.append(f"  {item.command}{note}")
     if limit is not None and len(pending) > limit:
         lines.append(f"  ... and {len(pending) - limit} more")
+    return "\n".join(lines)
+
+
+MIXED = "†"  # marks a cell with a seed trained by more than one commit (tables, figure legends)
+
+
+def mixed_commit_lines(artifact: Artifact, runs: list[Run]) -> list[str]:
+    """One line per run the artifact counts that was trained by more than one commit (resumed
+    under other code, config.yaml meta.commits), naming each commit and its epochs."""
+    lines = []
+    for _, cell, seed in artifact.expected():
+        run = find_run(runs, cell, seed)
+        if run is not None and run.mixed_commits:
+            parts = [f"{commit[:12]} ({epochs if epochs is not None else '?'} epochs)"
+                     for commit, epochs in run.commits]
+            lines.append(f"  {run.name}: {', '.join(parts)}")
+    if not lines:
+        return []
+    return [f"[{artifact.name}] {len(lines)} run(s) trained by more than one commit, marked "
+            f"{MIXED}:", *lines]
+
+
+def format_damaged(damaged: list[tuple[str, str]], limit: int | None = None) -> str:
+    """The damaged files found under runs/, one line each (path: what is wrong)."""
+    lines = [f"{len(damaged)} damaged file(s) under runs/; what they hold is left out, the rest "
+             "renders:"]
+    lines += [f"  {path}: {why}" for path, why in damaged[:limit]]
+    if limit is not None and len(damaged) > limit:
+        lines.append(f"  ... and {len(damaged) - limit} more")
     return "\n".join(lines)

@@ -12,48 +12,93 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
-# Better statuses win when several run folders answer the same (cell, seed).
-STATUS_RANK = {"completed": 0, "diverged": 1, "running": 2, "interrupted": 3, "incomplete": 4,
+# When several folders of a cell's exact config answer the same seed, the first status here
+# wins. A diverged run of the right config counts as diverged: a cell never reads better than
+# one of its own runs.
+STATUS_RANK = {"diverged": 0, "completed": 1, "running": 2, "interrupted": 3, "incomplete": 4,
                "failed": 5}
 # Statuses without a result yet: the run's command produces (or resumes) it.
 PENDING = ("running", "interrupted", "incomplete", "failed")
 
 
-def read_json(path: Path) -> dict | None:
-    """The JSON object in `path`, or None if it is missing, truncated or not an object."""
+# What a reader may meet in a damaged file: undecodable bytes, bad syntax, deep nesting, no access.
+READ_ERRORS = (OSError, ValueError, yaml.YAMLError, RecursionError)
+
+
+def _text(path: Path) -> tuple[str | None, str | None]:
+    """(the file's text, None), or (None, why) when it cannot be read as UTF-8; (None, None)
+    when it does not exist."""
     try:
-        value = json.loads(Path(path).read_text())
-    except (OSError, ValueError):
-        return None
-    return value if isinstance(value, dict) else None
+        data = Path(path).read_bytes()
+    except FileNotFoundError:
+        return None, None
+    except OSError as error:
+        return None, f"cannot be read ({error.strerror or type(error).__name__})"
+    try:
+        return data.decode("utf-8"), None
+    except UnicodeDecodeError as error:
+        return None, f"not UTF-8 text (byte {error.start})"
+
+
+def _first_line(error: BaseException) -> str:
+    return (str(error).splitlines() or [type(error).__name__])[0]
+
+
+def check_mapping(path: Path, parse) -> tuple[dict | None, str | None]:
+    """(the mapping `parse` reads from `path`, or None; why it is damaged, or None).
+
+    A missing file is not damaged; a binary, truncated or wrongly typed one is."""
+    text, why = _text(path)
+    if text is None:
+        return None, why
+    try:
+        value = parse(text)
+    except READ_ERRORS as error:
+        return None, f"cannot be parsed ({_first_line(error)})"
+    if not isinstance(value, dict):
+        return None, f"holds a {type(value).__name__}, not a mapping"
+    return value, None
+
+
+def check_jsonl(path: Path) -> tuple[list[dict], str | None]:
+    """(one dict per well-formed line, why some lines are damaged or None). A half-written last
+    line (a crash mid-write) is skipped like any other bad line, and named."""
+    try:
+        data = Path(path).read_bytes()
+    except FileNotFoundError:
+        return [], None
+    except OSError as error:
+        return [], f"cannot be read ({error.strerror or type(error).__name__})"
+    records, bad = [], []
+    for number, raw in enumerate(data.splitlines(), start=1):
+        if not raw.strip():
+            continue
+        try:
+            record = json.loads(raw.decode("utf-8"))
+        except (ValueError, RecursionError):
+            record = None
+        if isinstance(record, dict):
+            records.append(record)
+        else:
+            bad.append(number)
+    if not bad:
+        return records, None
+    lines = ", ".join(map(str, bad[:3])) + (f" and {len(bad) - 3} more" if len(bad) > 3 else "")
+    return records, f"line(s) {lines} not a JSON object (binary, cut off or another type); skipped"
+
+
+def read_json(path: Path) -> dict | None:
+    """The JSON object in `path`, or None if it is missing, damaged or not an object."""
+    return check_mapping(path, json.loads)[0]
 
 
 def read_yaml(path: Path) -> dict | None:
-    try:
-        value = yaml.safe_load(Path(path).read_text())
-    except (OSError, yaml.YAMLError):
-        return None
-    return value if isinstance(value, dict) else None
+    return check_mapping(path, yaml.safe_load)[0]
 
 
 def read_jsonl(path: Path) -> list[dict]:
     """One dict per well-formed line; a half-written last line (a crash mid-write) is skipped."""
-    try:
-        text = Path(path).read_text()
-    except OSError:
-        return []
-    records = []
-    for line in text.splitlines():
-        line = line.strip()
-        if not line:
-            continue
-        try:
-            record = json.loads(line)
-        except ValueError:
-            continue
-        if isinstance(record, dict):
-            records.append(record)
-    return records
+    return check_jsonl(path)[0]
 
 
 def split_overrides(extra: object) -> dict[str, str]:
@@ -102,10 +147,48 @@ class Run:
     seed: int
     summary: dict = field(default_factory=dict)
     config: dict = field(default_factory=dict)
+    damaged: dict[str, str] = field(default_factory=dict)   # file name -> what is wrong with it
+    results: Path | None = None     # the folder holding runs/, for paths shown relative to it
 
     @cached_property
     def records(self) -> list[dict]:
-        return read_jsonl(self.path / "metrics.jsonl")
+        records, why = check_jsonl(self.path / "metrics.jsonl")
+        if why:
+            self.damaged["metrics.jsonl"] = why
+        return records
+
+    @property
+    def name(self) -> str:
+        """The folder as shown to a reader: relative to the results folder it was read from."""
+        if self.results is not None:
+            try:
+                return str(self.path.relative_to(self.results))
+            except ValueError:
+                pass
+        return str(self.path)
+
+    @property
+    def meta(self) -> dict:
+        meta = self.config.get("meta")
+        return meta if isinstance(meta, dict) else {}
+
+    @property
+    def commits(self) -> list[tuple[str, object]]:
+        """(commit, epochs it trained) for each commit that trained the run, in order: config.yaml
+        `meta.commits`, else the one `meta.git_commit` of a run that predates the list."""
+        found = []
+        listed = self.meta.get("commits")
+        for item in listed if isinstance(listed, list) else []:
+            if isinstance(item, dict) and isinstance(item.get("commit"), str):
+                found.append((item["commit"], item.get("epochs")))
+        if not found and isinstance(self.meta.get("git_commit"), str):
+            found.append((self.meta["git_commit"], None))
+        return found
+
+    @property
+    def mixed_commits(self) -> bool:
+        """Trained by more than one commit (resumed under other code)."""
+        return len({commit for commit, _ in self.commits}) > 1
 
     @cached_property
     def metrics(self) -> pd.DataFrame:
@@ -151,8 +234,10 @@ class Run:
 
     @property
     def command(self) -> str | None:
-        meta = self.config.get("meta") if isinstance(self.config.get("meta"), dict) else {}
-        return self.summary.get("command") or meta.get("command")
+        for command in (self.summary.get("command"), self.meta.get("command")):
+            if isinstance(command, str) and command.strip():
+                return command
+        return None
 
     @property
     def progress(self) -> str:
@@ -161,49 +246,74 @@ class Run:
         return f"{done}/{total} epochs"
 
 
-def _identity_from_path(run_dir: Path, runs_root: Path) -> dict | None:
+def _identity_from_path(run_dir: Path, runs_root: Path) -> dict:
     parts = run_dir.relative_to(runs_root).parts
     if len(parts) != 5 or not parts[4].startswith("seed"):
-        return None
-    try:
-        seed = int(parts[4][len("seed"):])
-    except ValueError:
-        return None
+        return {}
     return {"dataset": parts[0], "model": parts[1], "optim": parts[2], "extra": parts[3],
-            "seed": seed}
+            "seed": parts[4][len("seed"):]}
+
+
+RUN_FILES = {"summary.json": json.loads, "config.yaml": yaml.safe_load}
 
 
 def load_run(run_dir: Path, runs_root: Path) -> Run | None:
-    """A Run for `run_dir`, or None if the folder is not one (no files we know, bad layout)."""
-    files = ("metrics.jsonl", "summary.json", "config.yaml")
-    if not any((run_dir / name).exists() for name in files):
+    """A Run for `run_dir`, or None if the folder is not one (no files we know, bad layout).
+    Damaged files are noted in `Run.damaged`, never raised."""
+    if not any((run_dir / name).exists() for name in ("metrics.jsonl", *RUN_FILES)):
         return None
-    config = read_yaml(run_dir / "config.yaml") or {}
-    identity = _identity_from_path(run_dir, runs_root) or {}
-    meta = config.get("meta") if isinstance(config.get("meta"), dict) else {}
+    read, damaged = {}, {}
+    for name, parse in RUN_FILES.items():
+        read[name], why = check_mapping(run_dir / name, parse)
+        if why:
+            damaged[name] = why
+    config = read["config.yaml"] or {}
+    identity = _identity_from_path(run_dir, runs_root)
+    meta = config.get("meta")
+    if meta is not None and not isinstance(meta, dict):
+        damaged["config.yaml"] = f"its meta block is a {type(meta).__name__}, not a mapping"
     for key in ("dataset", "model", "optim", "extra", "seed"):
-        if meta.get(key) not in (None, ""):
+        if isinstance(meta, dict) and meta.get(key) not in (None, ""):
             identity[key] = meta[key]
-    if not all(key in identity for key in ("dataset", "model", "optim", "seed")):
-        return None
     extra = identity.get("extra", "default")
     if isinstance(extra, (list, tuple)):
         extra = ",".join(map(str, extra)) or "default"
     try:
         seed = int(identity["seed"])
-    except (TypeError, ValueError):
+        names = [identity[key] for key in ("dataset", "model", "optim")]
+    except (KeyError, TypeError, ValueError):
         return None
-    return Run(path=run_dir, dataset=str(identity["dataset"]), model=str(identity["model"]),
-               optim=str(identity["optim"]), extra=str(extra), seed=seed,
-               summary=read_json(run_dir / "summary.json") or {}, config=config)
+    run = Run(path=run_dir, dataset=str(names[0]), model=str(names[1]), optim=str(names[2]),
+              extra=str(extra), seed=seed, summary=read["summary.json"] or {}, config=config,
+              damaged=damaged, results=runs_root.parent)
+    run.records  # noqa: B018 -- read now, so a damaged metrics.jsonl is known before rendering
+    return run
 
 
-def load_runs(results_dir: Path) -> list[Run]:
-    """Every run under `<results_dir>/runs/`, in path order. A missing folder gives []."""
+class Runs(list):
+    """load_runs' answer: the runs (a list of Run), and `damaged`: every damaged file found
+    under runs/, as (path relative to the results folder, what is wrong)."""
+
+    damaged: list[tuple[str, str]]
+
+
+def load_runs(results_dir: Path) -> Runs:
+    """Every run under `<results_dir>/runs/`, in path order. A missing folder gives []. A folder
+    with run files that cannot be told apart as a run is listed as damaged."""
+    found = Runs()
+    found.damaged = []
     runs_root = Path(results_dir) / "runs"
     if not runs_root.is_dir():
-        return []
-    run_dirs = sorted({p.parent for name in ("metrics.jsonl", "summary.json", "config.yaml")
+        return found
+    run_dirs = sorted({p.parent for name in ("metrics.jsonl", *RUN_FILES)
                        for p in runs_root.rglob(name)})
-    runs = [load_run(run_dir, runs_root) for run_dir in run_dirs]
-    return [run for run in runs if run is not None]
+    for run_dir in run_dirs:
+        run = load_run(run_dir, runs_root)
+        if run is None:
+            found.damaged.append((str(run_dir.relative_to(results_dir)), "not a run folder: no "
+                                  "readable meta block and not runs/<dataset>/<model>/<optim>/"
+                                  "<extra>/seed<k>"))
+            continue
+        found.append(run)
+        found.damaged += [(f"{run.name}/{name}", why) for name, why in run.damaged.items()]
+    return found

@@ -8,7 +8,7 @@ Plain YAML reads: the reports never import the training code or compose with Hyd
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
 
@@ -24,11 +24,13 @@ class SweepError(ValueError):
 
 @dataclass(frozen=True)
 class Sweep:
-    """One experiment config: its group choices and its sweep params (key -> values)."""
+    """One experiment config: its group choices, its sweep params (key -> values) and its body
+    (the values it sets itself, base experiments' first: a quick twin's `epochs: 3`)."""
 
     name: str
     groups: dict[str, str]
     params: dict[str, tuple[str, ...]]
+    body: dict = field(default_factory=dict)
 
     def values(self, key: str) -> tuple[str, ...]:
         """A key's swept values, or the group's own choice (`dataset`, `model`, `optim`)."""
@@ -65,23 +67,43 @@ def root_groups() -> dict[str, str]:
     return groups
 
 
+def root_values() -> dict:
+    """The root config's own values (configs/config.yaml less `defaults:` and `hydra:`)."""
+    config = _load(CONFIGS / "config.yaml")
+    return {key: value for key, value in config.items() if key not in ("defaults", "hydra")}
+
+
 @cache
 def read_sweep(name: str) -> Sweep:
     """configs/experiment/<name>.yaml with its base experiments merged in, Hydra's order."""
-    groups, params = dict(root_groups()), {}
+    groups, params, body = dict(root_groups()), {}, {}
     config = _load(CONFIGS / "experiment" / f"{name}.yaml")
     for entry in config.get("defaults", []):
         if isinstance(entry, str) and entry != "_self_":       # a base experiment
             base = read_sweep(entry)
             groups.update(base.groups)
             params.update(base.params)
+            body = merge(body, base.body)
         elif isinstance(entry, dict):                          # override /dataset: cifar10
             for key, value in entry.items():
                 group = key.removeprefix("override").strip().lstrip("/")
                 groups[group] = str(value)
     swept = (((config.get("hydra") or {}).get("sweeper") or {}).get("params")) or {}
     params.update({str(key): _split(value) for key, value in swept.items()})
-    return Sweep(name, groups, params)
+    own = {key: value for key, value in config.items() if key not in ("defaults", "hydra")}
+    return Sweep(name, groups, params, merge(body, own))
+
+
+def exclude_keys() -> tuple[str, ...]:
+    """The root config's `override_dirname.exclude_keys`: the overrides that do not name a run's
+    folder, `+`/`++` prefixes dropped."""
+    hydra = _load(CONFIGS / "config.yaml").get("hydra") or {}
+    keys = lookup(hydra, "job.config.override_dirname.exclude_keys") or []
+    return tuple(dict.fromkeys(str(key).lstrip("+") for key in keys))
+
+
+def experiment_exists(name: str) -> bool:
+    return (CONFIGS / "experiment" / f"{name}.yaml").is_file()
 
 
 def experiment_names() -> list[str]:
@@ -98,21 +120,25 @@ def swept_keys() -> frozenset[str]:
     return frozenset(keys - set(CELL_KEYS))
 
 
-def _group_config(group: str, name: str) -> dict:
-    """A group config with its `defaults:` chain merged (adamng.yaml = adam.yaml + its lines)."""
+@cache
+def group_config(group: str, name: str) -> dict:
+    """A group config with its `defaults:` chain merged (adamng.yaml = adam.yaml + its lines).
+    Cached: treat the result as read-only."""
     config = _load(CONFIGS / group / f"{name}.yaml")
     merged: dict = {}
     for entry in config.get("defaults", []):
         if isinstance(entry, str) and entry != "_self_":
-            merged = _merge(merged, _group_config(group, entry))
+            merged = merge(merged, group_config(group, entry))
     own = {key: value for key, value in config.items() if key != "defaults"}
-    return _merge(merged, own)
+    return merge(merged, own)
 
 
-def _merge(base: dict, update: dict) -> dict:
+def merge(base: dict, update: dict) -> dict:
+    """`update` over `base`, nested mappings merged key by key (OmegaConf's merge of plain
+    values); neither argument is changed."""
     out = dict(base)
     for key, value in update.items():
-        out[key] = _merge(out[key], value) if isinstance(value, dict) and isinstance(
+        out[key] = merge(out[key], value) if isinstance(value, dict) and isinstance(
             out.get(key), dict) else value
     return out
 
@@ -131,7 +157,7 @@ def lookup(tree: dict, dotted: str):
 def config_default(group: str, name: str, key: str):
     """`key` (relative to the group) in configs/<group>/<name>.yaml; None if not set there."""
     try:
-        return lookup(_group_config(group, name), key)
+        return lookup(group_config(group, name), key)
     except SweepError:
         return None
 

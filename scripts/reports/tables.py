@@ -28,7 +28,7 @@ from .aggregate import (
     final_value,
     seed_stats,
 )
-from .grids import KEY_LABELS, Artifact, Cell, label
+from .grids import KEY_LABELS, MIXED, Artifact, label
 from .output import write_atomic
 from .runs import Run
 
@@ -102,7 +102,7 @@ def picked_variant(artifact: Artifact, runs: list[Run], column: Column):
     Returns (variant, {variant: SeedStats}) for that optimizer."""
     key, chooser = artifact.pick
     chosen = artifact.grid_of(chooser)
-    stats = {v: cell_stats(runs, Cell(chosen.datasets[0], column.model, chooser, v),
+    stats = {v: cell_stats(runs, chosen.cell(chosen.datasets[0], column.model, chooser, v),
                            chosen.seeds, column.metric) for v in chosen.variants}
     finished = [(s.mean, i, v) for i, (v, s) in enumerate(stats.items())
                 if s.n and not s.n_diverged]
@@ -143,7 +143,7 @@ def build_table(artifact: Artifact, runs: list[Run], paper: dict,
             variant = pick if pick is not None else variant
         grid[optim] = {}
         for column in columns:
-            cell = Cell(source.datasets[0], column.model, optim, variant)
+            cell = source.cell(source.datasets[0], column.model, optim, variant)
             stats = cell_stats(runs, cell, source.seeds, column.metric)
             if len(source.variants) > 1 and artifact.pick and pick is None:
                 stats = seed_stats([], n_expected=len(source.seeds))
@@ -174,7 +174,7 @@ def pick_note(artifact: Artifact, runs: list[Run], kind: str) -> str:
     for optim in rows:
         found = []
         for v in source.variants:
-            cell = Cell(source.datasets[0], column.model, optim, v)
+            cell = source.cell(source.datasets[0], column.model, optim, v)
             stats = cell_stats(runs, cell, source.seeds, column.metric)
             found.append(f"{dict(v)[key]}: {format_stats(stats, column.decimals)}")
         parts.append(f"{label(optim)} " + ", ".join(found))
@@ -185,6 +185,16 @@ def pick_note(artifact: Artifact, runs: list[Run], kind: str) -> str:
 
 
 def format_stats(stats: SeedStats, decimals: int = 2) -> str:
+    """The cell's text; MIXED appended when a counted seed was trained by more than one commit."""
+    text = _format_stats(stats, decimals)
+    return f"{text} {MIXED}" if stats.n_mixed else text
+
+
+MIXED_NOTE = (f"{MIXED}: a seed of the cell was trained by more than one commit (resumed under "
+              "other code; config.yaml meta.commits); the report lists which.")
+
+
+def _format_stats(stats: SeedStats, decimals: int) -> str:
     if stats.missing:
         return "—"
     expected = stats.n_expected
@@ -353,6 +363,8 @@ def render_table(artifact: Artifact, runs: list[Run], out_dir: Path,
     notes = tuple(f"{labels[name]}: the paper's reference row, not trained here: "
                   f"{' '.join(str(spec.get('note', '')).split())}"
                   for name, spec in references.items() if name in grid)
+    if any(entry.stats.n_mixed for row in grid.values() for entry in row.values()):
+        notes += (MIXED_NOTE,)
     if artifact.pick:
         notes += (pick_note(artifact, runs, kind),)
         key, chooser = artifact.pick

@@ -15,10 +15,10 @@ from pathlib import Path
 import pandas as pd
 
 from .aggregate import SeedStats, cell_stats, final_error
-from .grids import Artifact, Cell, Grid, label
+from .grids import MIXED, Artifact, Cell, Grid, label
 from .output import write_atomic
 from .runs import Run
-from .tables import format_stats, key_label
+from .tables import MIXED_NOTE, format_stats, key_label
 
 HOLDOUT = "dataset.holdout"
 
@@ -33,6 +33,8 @@ def write_rows(artifact: Artifact, header: list[str], rows: list[list[str]], not
                out_dir: Path) -> list[Path]:
     """A plain table of text cells in the three formats; returns the written paths."""
     stem = Path(out_dir) / "tables" / artifact.name
+    if any(MIXED in cell for row in rows for cell in row):
+        note = f"{note} {MIXED_NOTE}"
     markdown = [f"### {artifact.title}", "", note, "", "| " + " | ".join(header) + " |",
                 "|" + "|".join([":---"] + ["---:"] * (len(header) - 1)) + "|"]
     markdown += ["| " + " | ".join(row) + " |" for row in rows]
@@ -84,8 +86,8 @@ def render_tuning(artifact: Artifact, runs: list[Run], out_dir: Path, paper: dic
             for model in grid.models:
                 for optim in grid.optims:
                     for fixed in fixed_sets:
-                        stats = {v: cell_stats(runs, Cell(dataset, model, optim,
-                                                          _with(fixed, key, v, grid)),
+                        stats = {v: cell_stats(runs, grid.cell(dataset, model, optim,
+                                                               _with(fixed, key, v, grid)),
                                                grid.seeds, metric) for v in values}
                         ours, text = pick(stats)
                         shown = [f"{key_label(k)}={v}" for k, v in fixed if k != HOLDOUT]
@@ -134,7 +136,7 @@ def render_readings(artifact: Artifact, runs: list[Run], out_dir: Path, paper: d
                 if source is None:
                     cells.append("n/a")
                     continue
-                cell = Cell(source.datasets[0], source.models[0], optim, source.variants[0])
+                cell = source.cell(source.datasets[0], source.models[0], optim, source.variants[0])
                 cells.append(format_stats(cell_stats(runs, cell, source.seeds, metric)))
         rows.append(cells)
     sources = ", ".join(dict.fromkeys(g.sweep for g in artifact.grids if g.reference))
