@@ -164,7 +164,8 @@ def main(argv: list[str] | None = None) -> int:
                 print(line)
     if {"verdicts", "all"} & set(args.targets):
         seeds = args.seeds or ((1,) if args.scale == "quick" else None)
-        failures += report_verdicts(runs, out_dir, paper, args.dataset, seeds, args.scale)
+        failures += report_verdicts(runs, out_dir, paper, args.dataset, seeds, args.scale,
+                                    args.run_args)
     print(f"done in {time.perf_counter() - started:.1f}s; outputs under {out_dir}/tables and "
           f"{out_dir}/figures")
     return 1 if failures else 0

@@ -254,16 +254,17 @@ def verdict_lines(name: str, artifact: Artifact, runs: list[Run]) -> list[str]:
 
 
 def report_verdicts(runs: list[Run], out_dir: Path, paper: dict, dataset: str | None,
-                    seeds: tuple[int, ...] | None, scale: str) -> int:
-    """`report.py verdicts`: every claim's artifact, adapted as its own target would be; writes
-    the files and prints where. Returns 1 if the claims file cannot be read (one line says
-    why), else 0."""
+                    seeds: tuple[int, ...] | None, scale: str, run_args: str | None = None) -> int:
+    """`report.py verdicts`: every claim's artifact, adapted as its own target would be (the
+    same dataset, seeds, scale and --run-args); writes the files and prints where. Returns 1 if
+    the claims file cannot be read (one line says why), else 0."""
     from .grids import ARTIFACTS
 
+    extra = {} if run_args is None else {"run_args": run_args}
     try:
         names = dict.fromkeys(claim["artifact"] for claim in load_claims()["claims"])
-        artifacts = {name: ARTIFACTS[name].adapt(dataset, seeds, scale) for name in names
-                     if name in ARTIFACTS}
+        artifacts = {name: ARTIFACTS[name].adapt(dataset, seeds, scale, **extra)
+                     for name in names if name in ARTIFACTS}
         paths = render_verdicts(artifacts, runs, out_dir, paper)
     except ClaimsError as error:
         print(f"[verdicts] {error}. Fix the file (scripts/reports/claims.yaml).", file=sys.stderr)
