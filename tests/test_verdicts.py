@@ -317,3 +317,12 @@ def test_same_seed_same_initial_weights_and_batch_order_under_two_optimizers(tmp
     assert not torch.equal(adam["weights"][0], other_seed["weights"][0])
     assert not all(torch.equal(a, b) for a, b in zip(adam["batches"], other_seed["batches"],
                                                      strict=True))
+
+
+def test_claims_whose_cells_are_not_in_the_grid_are_untestable(tmp_path):
+    out = tmp_path / "out"
+    assert cli.main(["verdicts", "--results", str(tmp_path), "--dataset", "digits",
+                     "--out", str(out)]) == 0
+    records = {r["id"]: r for r in json.loads((out / "tables" / "verdicts.json").read_text())}
+    assert records["figure2-ng-fastest-in-training"]["verdict"] == "untestable"
+    assert "not in this grid" in records["figure2-ng-fastest-in-training"]["reason"]

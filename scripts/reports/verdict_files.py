@@ -94,9 +94,14 @@ def paper_rows(artifacts: dict[str, Artifact], runs: list[Run], paper: dict,
         protocol = (data.get("protocol") or {}).get(table) or {}
         for optim in artifact.optims:
             for column, printed in (values.get(optim) or {}).items():
-                if isinstance(printed, dict) and isinstance(printed.get("mean"), (int, float)):
+                if not (isinstance(printed, dict)
+                        and isinstance(printed.get("mean"), (int, float))):
+                    continue
+                try:
                     rows.append(_paper_row(table, optim, column, printed, spec, artifact,
                                            resolver, runs, protocol, data, alpha))
+                except ClaimsError:     # no such cell in this grid (--dataset digits)
+                    continue
     return rows
 
 

@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 import yaml
 
+from .claim_metrics import METRICS, finite
 from .grids import Artifact, Cell, find_run, label
 from .runs import Run
 from .stats import Effect, holm, paired_effect, seeds_for_power
@@ -32,71 +33,6 @@ WORDS = ("holds", "contradicted", "inconclusive", "untestable")
 
 class ClaimsError(ValueError):
     """claims.yaml cannot be read, or names a kind, metric or cell that does not exist."""
-
-
-def _finite(value) -> float | None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return None
-    return float(value) if math.isfinite(value) else None
-
-
-def _curve(run: Run, column: str) -> list[float] | None:
-    """A metric's per-epoch values; None if absent or not finite at some epoch."""
-    if column not in run.metrics:
-        return None
-    values = [_finite(v) for v in run.metrics[column].tolist()]
-    return None if not values or None in values else values
-
-
-def _swing(column: str):
-    """Mean |change from one epoch to the next| over the second half of the epochs (4+)."""
-    def metric(run: Run, settings: dict) -> float | None:
-        values = _curve(run, column)
-        if values is None or len(values) < 4:
-            return None
-        half = values[len(values) // 2:]
-        return float(np.mean(np.abs(np.diff(half))))
-    return metric
-
-
-def _error(key: str):
-    def metric(run: Run, settings: dict) -> float | None:
-        value = _finite(run.final.get(key))
-        return None if value is None else 100.0 * (1.0 - value)
-    return metric
-
-
-def _final(key: str):
-    return lambda run, settings: _finite(run.final.get(key))
-
-
-def _mean_curve(run: Run, settings: dict) -> float | None:
-    values = _curve(run, "train_loss")
-    return None if values is None else float(np.mean(values))
-
-
-def _plateau_distance(run: Run, settings: dict) -> float | None:
-    values = _curve(run, "train_loss")
-    level = settings["plateau"]["level"]
-    return None if values is None else max(abs(v - level) for v in values)
-
-
-def _best_acc(run: Run, settings: dict) -> float | None:
-    value = _finite(run.best.get("test_acc"))
-    if value is None:
-        values = _curve(run, "test_acc")
-        value = max(values) if values else None
-    return None if value is None else 100.0 * value
-
-
-METRICS = {
-    "final_train_loss": _final("train_loss"), "final_test_loss": _final("test_loss"),
-    "final_test_log_ppl": _final("test_loss"), "mean_train_loss": _mean_curve,
-    "plateau_distance": _plateau_distance, "train_swing": _swing("train_loss"),
-    "test_swing": _swing("test_loss"), "final_test_error": _error("test_acc"),
-    "final_top1_error": _error("test_top1"), "final_top5_error": _error("test_top5"),
-    "best_val_acc": _best_acc,
-}
 
 
 @dataclass(frozen=True)
@@ -290,14 +226,14 @@ def _gain(spec: dict, where: dict, resolver: Resolver, metric_label: str) -> Com
 def protocol_notes(run: Run, paper: dict, scale: str) -> list[str]:
     """How a run's protocol differs from the paper's: fewer epochs, less data, quick scale."""
     notes = ["quick scale"] if scale == "quick" else []
-    epochs = _finite(run.config.get("epochs"))
+    epochs = finite(run.config.get("epochs"))
     if paper.get("epochs") and epochs is not None and epochs < paper["epochs"]:
         notes.append(f"{int(epochs)} of the paper's {paper['epochs']} epochs")
     dataset = run.config.get("dataset") if isinstance(run.config.get("dataset"), dict) else {}
     if dataset.get("limit"):
         notes.append(f"a {dataset['limit']}-example subset of the data")
     identity = run.summary.get("identity") or {}
-    samples = _finite(((identity.get("data") if isinstance(identity, dict) else None)
+    samples = finite(((identity.get("data") if isinstance(identity, dict) else None)
                        or {}).get("train_samples"))
     if paper.get("train_samples") and samples is not None and samples < paper["train_samples"]:
         notes.append(f"{int(samples)} of the paper's {paper['train_samples']} training examples")
@@ -416,8 +352,13 @@ def evaluate(artifacts: dict[str, Artifact], runs: list[Run], data: dict | None 
         seeds = artifact.plot_seeds
         resolver = Resolver(artifact, runs, seeds, data["settings"])
         protocol = (data.get("protocol") or {}).get(name) or {}
-        results = [measure(c, runs, seeds, data, protocol, artifact.scale)
-                   for c in comparisons(claim, resolver, data)]
+        try:
+            found = comparisons(claim, resolver, data)
+        except ClaimsError as error:    # e.g. --dataset digits: Figure 2 names CIFAR cells
+            out.append(ClaimResult(claim, artifact.scale, [], "untestable",
+                                   f"its cells are not in this grid: {error}", None))
+            continue
+        results = [measure(c, runs, seeds, data, protocol, artifact.scale) for c in found]
         decide(results, data)
         out.append(summarize(claim, results, artifact.scale))
     return out
