@@ -168,7 +168,7 @@ def to_csv(claims: list[ClaimResult]) -> str:
 
 
 def _cells(*values) -> str:
-    return "| " + " | ".join(str(v).replace("|", "/") for v in values) + " |"
+    return "| " + " | ".join(str(v).replace("|", "\\|") for v in values) + " |"
 
 
 def _effect_text(record: dict) -> str:
