@@ -315,3 +315,13 @@ def test_layer_block_counts(name: str) -> None:
     assert covered == {id(p) for p in model.parameters()}  # every parameter in exactly one block
     if name == "lstm":
         assert {"lstm_l0", "lstm_l1"} <= set(blocks)
+
+
+def test_kim_cnn_embedding_init_bound() -> None:
+    """Kim's U(-0.25, 0.25) by default; the TF port's reading draws from U(-1, 1)."""
+    torch.manual_seed(0)
+    kim = models.kim_cnn(vocab_size=2000).embedding.weight
+    torch.manual_seed(0)
+    port = models.kim_cnn(vocab_size=2000, emb_init=1.0).embedding.weight
+    assert kim.abs().max() <= 0.25 and port.abs().max() > 0.9
+    assert port.abs().max() <= 1.0 and port[0].abs().sum() == 0       # padding row stays zero
