@@ -15,6 +15,7 @@ import yaml
 
 from scripts.reports import cli
 from scripts.reports.aggregate import seed_stats
+from scripts.reports.expected import UNKNOWN, compose
 from scripts.reports.figures import render_figure
 from scripts.reports.grids import ARTIFACTS, Cell, find_run, pending_runs
 from scripts.reports.runs import load_runs, read_jsonl, split_overrides
@@ -29,14 +30,36 @@ from scripts.reports.tables import (
 from scripts.reports.tuning import render_readings, render_tuning
 
 SEEDS = (1, 2, 3)
+THRESHOLD = ARTIFACTS["tune_clip_threshold"].tune_key     # the swept key, as configs/ name it
+BLOCKS = ARTIFACTS["ablation_bn_blocks"].grids[1].variants[0][0][0]
 RESNETS = ARTIFACTS["table1"].models        # read from configs/experiment/table1.yaml
 TABLE_OPTIMS = ARTIFACTS["table1"].optims
 
 
+def run_config(dataset: str, model: str, optim: str, seed: int, extra: str = "default",
+               experiment: str | None = None, changes: dict | None = None) -> dict:
+    """A config.yaml's config as the engine resolves it for this cell (the report's own reading
+    of configs/, `changes` as dotted keys on top); tests/test_report_trust.py checks that reading
+    against configs the engine wrote."""
+    flat = {key: value for key, value in compose(
+        dataset, model, optim, experiment, tuple(split_overrides(extra).items())).items()
+        if value is not UNKNOWN}
+    flat.update(changes or {}, seed=seed)
+    tree: dict = {}
+    for key, value in flat.items():
+        *parents, last = key.split(".")
+        node = tree
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[last] = value
+    return tree
+
+
 def write_run(root: Path, dataset, model, optim, seed, accs=None, status="completed",
               extra="default", losses=None, grad_norms=False, meta=True, summary=True,
-              command=None, torn_line=False, fields=None):
-    """One run folder as the engine writes it (docs/DESIGN.md "Run outputs")."""
+              command=None, torn_line=False, fields=None, experiment=None, changes=None):
+    """One run folder as the engine writes it (docs/DESIGN.md "Run outputs"); `meta=False`
+    writes no config.yaml, `experiment` and `changes` shape its config."""
     run_dir = root / "runs" / dataset / model / optim / extra / f"seed{seed}"
     run_dir.mkdir(parents=True)
     losses = losses or [2.0 / epoch for epoch in range(1, len(accs or [0] * 3) + 1)]
@@ -62,9 +85,10 @@ def write_run(root: Path, dataset, model, optim, seed, accs=None, status="comple
             "status": status, "epochs_done": len(losses), "epochs": len(losses), "final": final,
             "best": {"test_acc": max(accs)}, "command": command, "message": ""}))
     if meta:
-        (run_dir / "config.yaml").write_text(yaml.safe_dump({"meta": {
-            "dataset": dataset, "model": model, "optim": optim, "extra": extra, "seed": seed,
-            "command": command}}))
+        config = run_config(dataset, model, optim, seed, extra, experiment, changes)
+        config["meta"] = {"dataset": dataset, "model": model, "optim": optim, "extra": extra,
+                          "seed": seed, "command": command}
+        (run_dir / "config.yaml").write_text(yaml.safe_dump(config))
     return run_dir
 
 
@@ -86,8 +110,8 @@ def table_tree(tmp_path):
     write_run(root, "cifar10", "resnet20", "adamclip", 1, accs=[0.5, 0.97])
     write_run(root, "cifar10", "resnet20", "adamclip", 2, accs=[0.5, 0.97], torn_line=True)
     write_run(root, "cifar10", "resnet20", "adamclip", 3, status="diverged")
-    # sgdmclip: seed 1 done (from the path only, no config.yaml), seed 2 failed, seed 3 running
-    write_run(root, "cifar10", "resnet20", "sgdmclip", 1, accs=[0.5, 0.9], meta=False)
+    # sgdmclip: seed 1 done, seed 2 failed, seed 3 running
+    write_run(root, "cifar10", "resnet20", "sgdmclip", 1, accs=[0.5, 0.9])
     write_run(root, "cifar10", "resnet20", "sgdmclip", 2, status="failed",
               command="python run.py dataset=cifar10 model=resnet20 optim=sgdmclip seed=2 "
                       "launcher=slurm")
@@ -151,7 +175,9 @@ def test_missing_runs_list_holds_the_right_commands(table_tree):
     assert missing.command == ("python run.py dataset=cifar10 model=resnet110 optim=sgdmng_adap "
                                f"seed=3 out_dir={table_tree}")
     failed = by_key[("resnet20", "sgdmclip", 2)]
-    assert failed.state == "failed" and failed.command.endswith("seed=2 launcher=slurm")
+    assert failed.state == "failed"      # its own command, for the folder read
+    assert failed.command == ("python run.py dataset=cifar10 model=resnet20 optim=sgdmclip "
+                              f"seed=2 launcher=slurm out_dir={table_tree}")
     assert by_key[("resnet20", "sgdmclip", 3)].state == "incomplete"
     assert by_key[("resnet32", "sgdm", 1)].state == "interrupted"
     # completed and diverged runs are results, not missing
@@ -367,15 +393,15 @@ def test_tuning_table_picks_the_lowest_holdout_error(tmp_path):
     root = tmp_path / "results"
     for threshold, acc in (("0.05", 0.80), ("0.1", 0.85), ("0.5", 0.83), ("1", 0.70)):
         write_run(root, "cifar10", "resnet56", "sgdmclip", 1, accs=[0.5, acc],
-                  extra=f"dataset.holdout=5000,optim.threshold={threshold}")
+                  extra=f"dataset.holdout=5000,{THRESHOLD}={threshold}")
     write_run(root, "cifar10", "resnet56", "adamclip", 1, accs=[0.5, 0.9],
-              extra="dataset.holdout=5000,optim.threshold=5")
+              extra=f"dataset.holdout=5000,{THRESHOLD}=5")
     table1_run = write_run(root, "cifar10", "resnet56", "sgdmclip", 1, accs=[0.5, 0.99])
     runs = load_runs(root)
     # a holdout run never answers a Table 1 cell, nor a Table 1 run a holdout cell
     assert find_run(runs, Cell("cifar10", "resnet56", "sgdmclip"), 1).path == table1_run
     assert find_run(runs, Cell("cifar10", "resnet56", "sgdmclip", (
-        ("optim.threshold", "0.1"), ("dataset.holdout", "5000"))), 1).extra.endswith("=0.1")
+        (THRESHOLD, "0.1"), ("dataset.holdout", "5000"))), 1).extra.endswith("=0.1")
     render_tuning(ARTIFACTS["tune_clip_threshold"], runs, tmp_path / "out", load_paper())
     markdown = (tmp_path / "out" / "tables" / "tune_clip_threshold.md").read_text()
     rows = _rows(markdown)
@@ -387,8 +413,11 @@ def test_tuning_table_picks_the_lowest_holdout_error(tmp_path):
     assert "held-out" in markdown
     pending = pending_runs(ARTIFACTS["tune_clip_threshold"].adapt(scale="quick"), runs,
                            "results/quick")
-    assert len(pending) == 20 - 5
-    assert pending[0].command.endswith("optim.threshold=0.05 dataset.holdout=5000 "
+    # full-scale runs never answer a quick cell: each is listed with how its config differs
+    assert len(pending) == 20
+    other = [p for p in pending if p.state == "present but made under another config"]
+    assert len(other) == 5 and all("epochs 160 (expected 2)" in p.detail for p in other)
+    assert pending[0].command.endswith(f"{THRESHOLD}=0.05 dataset.holdout=5000 "
                                        "out_dir=results/quick experiment=tune_clip_threshold_quick")
 
 
@@ -397,7 +426,7 @@ def test_readings_table_sets_the_ablation_next_to_the_default(tmp_path):
     for seed, acc in ((1, 0.93), (2, 0.95)):
         write_run(root, "cifar10", "resnet56", "sgdmng", seed, accs=[0.5, acc])
         write_run(root, "cifar10", "resnet56", "sgdmng", seed, accs=[0.5, acc - 0.01],
-                  extra="optim.blocks=conv_bn")
+                  extra=f"{BLOCKS}=conv_bn")
     artifact = ARTIFACTS["ablation_bn_blocks"]
     render_readings(artifact, load_runs(root), tmp_path / "out", load_paper())
     rows = _rows((tmp_path / "out" / "tables" / "ablation_bn_blocks.md").read_text())

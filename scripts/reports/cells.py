@@ -101,8 +101,14 @@ def nearest_other(runs: list[Run], cell: Cell, seed: int,
     whose id() is in `answered` (they answer another cell) are not candidates."""
     found = [(run, cell.differences(run)) for run in _candidates(runs, cell, seed)
              if id(run) not in answered]
-    others = [(run, diff) for run, diff in found if diff]
-    if not others or len(others) < len(found):
+    if not found or not all(diff for _, diff in found):
+        return None
+    # A run that differs on a key the sweep varies is another cell's (another learning rate),
+    # not this cell's made under another config. Each difference begins with its key.
+    own = {key for key, _ in cell.overrides}
+    others = [(run, diff) for run, diff in found
+              if not any(text.split(" ", 1)[0] in own for text in diff)]
+    if not others:
         return None
     return min(others, key=lambda item: (len(item[1]), str(item[0].path)))
 

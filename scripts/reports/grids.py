@@ -30,9 +30,9 @@ DATASET_LABELS = {
     "digits": "digits", "mnist": "MNIST", "cifar10": "CIFAR-10", "cifar100": "CIFAR-100",
     "imagenet": "ImageNet", "ptb": "PTB", "rt": "Rotten Tomatoes",
 }
-KEY_LABELS = {"optim.lr": "lr", "optim.threshold": "τ", "optim.alpha": "α",
-              "optim.blocks": "blocks", "dataset.bptt": "BPTT", "dataset.holdout": "holdout",
-              "dataset.train.schedule.gamma": "γ"}
+# Labels of swept keys, by the key's last part (optim.threshold and optim.normalize.threshold).
+KEY_LABELS = {"lr": "lr", "threshold": "τ", "alpha": "α", "blocks": "blocks", "bptt": "BPTT",
+              "holdout": "holdout", "gamma": "γ"}
 
 
 def label(name: str) -> str:
@@ -89,7 +89,8 @@ def grid(sweep: str, reference: bool = False, **only) -> Grid:
 class Artifact:
     """A table or figure: the cells of one or more sweeps' grids (the first is the main one).
 
-    `tune`: the key a tuning table's columns search, and the paper_results.yaml `tuning` entry
+    `tune`: the last part of the key a tuning table's columns search (`threshold`: the swept
+    key that ends so, see `tune_key`), and the paper_results.yaml `tuning` entry
     holding the paper's values. `pick`: (key, optimizer) for Table 3's Adam rows: the value of
     `key` that gives that optimizer the lowest error is the one shown."""
 
@@ -120,6 +121,14 @@ class Artifact:
     @property
     def optims(self) -> tuple[str, ...]:
         return tuple(dict.fromkeys(o for g in self.grids for o in g.optims))
+
+    @property
+    def tune_key(self) -> str:
+        """The swept key named by `tune` (`threshold` -> optim.threshold, or wherever the
+        optimizer configs keep it)."""
+        leaf = self.tune[0] if self.tune else ""
+        keys = [key for g in self.grids for key, _ in g.variants[0]]
+        return next((key for key in keys if key.rsplit(".", 1)[-1] == leaf), leaf)
 
     @property
     def plot_seeds(self) -> tuple[int, ...]:
@@ -190,13 +199,13 @@ def _artifacts() -> dict[str, Artifact]:
             grid("figure1", models=("mlp18",), optims=("adam", "adamng")),)),
         "tune_adam_lr": Artifact(
             "tune_adam_lr", "Tuning: Adam's learning rate, ResNet-56, holdout error (%)",
-            (grid("tune_adam_lr"),), tune=("optim.lr", "adam_lr")),
+            (grid("tune_adam_lr"),), tune=("lr", "adam_lr")),
         "tune_clip_threshold": Artifact(
             "tune_clip_threshold", "Tuning: the clipping threshold τ, ResNet-56, holdout error (%)",
-            (grid("tune_clip_threshold"),), tune=("optim.threshold", "clip_threshold")),
+            (grid("tune_clip_threshold"),), tune=("threshold", "clip_threshold")),
         "tune_adap_alpha": Artifact(
             "tune_adap_alpha", "Tuning: NG_adap's ratio α, ResNet-56, holdout error (%)",
-            (grid("tune_adap_alpha"),), tune=("optim.alpha", "adap_alpha")),
+            (grid("tune_adap_alpha"),), tune=("alpha", "adap_alpha")),
         "ablation_bn_blocks": Artifact(
             "ablation_bn_blocks", "Ablation: BatchNorm as its own block or folded into the "
             "convolution's (CIFAR-10 ResNet-56, test error %)",
@@ -206,7 +215,7 @@ def _artifacts() -> dict[str, Artifact]:
             "ablation_clip_global", "Ablation: CLIP per layer or on the global norm "
             "(CIFAR-10 ResNet-56, holdout error %)",
             (tune_clip, grid("ablation_clip_global")),
-            tune=("optim.threshold", "clip_threshold")),
+            tune=("threshold", "clip_threshold")),
         "ablation_imagenet_decay": Artifact(
             "ablation_imagenet_decay", "Ablation: ImageNet's \"0.001 exponential decay\", "
             "two readings (top-1/top-5 error %)",

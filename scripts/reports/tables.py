@@ -113,7 +113,7 @@ def picked_variant(artifact: Artifact, runs: list[Run], column: Column):
 
 
 def key_label(key: str) -> str:
-    return KEY_LABELS.get(key, key)
+    return KEY_LABELS.get(key.rsplit(".", 1)[-1], key)
 
 
 def reference_rows(paper: dict, table: str) -> dict[str, dict]:

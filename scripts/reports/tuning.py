@@ -74,7 +74,7 @@ def pick(stats: dict[str, SeedStats]) -> tuple[str, str]:
 
 
 def render_tuning(artifact: Artifact, runs: list[Run], out_dir: Path, paper: dict) -> list[Path]:
-    key, entry = artifact.tune
+    key, entry = artifact.tune_key, artifact.tune[1]
     tuning = ((paper.get("tuning") or {}).get(entry)) or {}
     values = list(dict.fromkeys(dict(v)[key] for g in artifact.grids for v in g.variants))
     header = ["Run"] + [f"{key_label(key)}={v}" for v in values] + ["our pick", "paper's pick"]
@@ -103,7 +103,8 @@ def render_tuning(artifact: Artifact, runs: list[Run], out_dir: Path, paper: dic
         "and 'our pick': the lowest. The paper's pick and searched values "
         f"({searched}): the paper (arXiv 1707.04822), section 4.2"
         + ("; it searched per-layer clipping only." if any(
-            dict(v).get("optim.blocks") == "global" for g in artifact.grids for v in g.variants)
+            name.endswith("blocks") and value == "global"
+            for g in artifact.grids for v in g.variants for name, value in v)
            else ".")))
     return write_rows(artifact, header, rows, note, out_dir)
 
