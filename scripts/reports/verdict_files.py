@@ -201,8 +201,8 @@ def to_markdown(claims: list[ClaimResult], paper: list[dict], scales: set[str]) 
         lines += [_cells("comparison", "n", "effect [95% CI]", "p", "p (Holm)", "verdict",
                          "seeds for 80% power", "reason"), "|---" * 8 + "|"]
         for item in record["comparisons"]:
-            power = f"{item['seeds_for_power']} ({item['power_basis']})" \
-                if item["seeds_for_power"] else ""
+            power = (f"{item['seeds_for_power']} ({item['power_basis']})"
+                     if item["seeds_for_power"] else item["power_basis"] or "")
             lines.append(_cells(item["comparison"], item["n"], _effect_text(item),
                                 _text(item["p"], 3), _text(item["p_holm"], 3), item["verdict"],
                                 power, item["reason"]))

@@ -25,7 +25,7 @@ import yaml
 from .claim_metrics import METRICS, finite
 from .grids import Artifact, Cell, find_run, label
 from .runs import Run
-from .stats import Effect, holm, paired_effect, seeds_for_power
+from .stats import MAX_SEEDS, Effect, holm, paired_effect, seeds_for_power
 
 CLAIMS_FILE = Path(__file__).resolve().with_name("claims.yaml")
 WORDS = ("holds", "contradicted", "inconclusive", "untestable")
@@ -313,6 +313,9 @@ def decide(results: list[Result], data: dict) -> None:
         basis = observed if observed >= sesoi else sesoi
         result.power_basis = "observed effect" if observed >= sesoi else f"smallest effect {sesoi:g}"
         result.seeds = seeds_for_power(basis, effect.sd, settings["alpha"], settings["power"])
+        if result.seeds is None:       # say why no number: no spread, or beyond the search
+            result.power_basis = ("no spread between seeds" if not effect.sd > 0
+                                  else f"more than {MAX_SEEDS} seeds")
 
 
 def summarize(claim: dict, results: list[Result], scale: str) -> ClaimResult:
