@@ -5,39 +5,25 @@ study for training deep neural network", arXiv:1707.04822.
 
     opt = bng.AdamNG(model, lr=1e-3)               # a real torch.optim.Adam, NG per layer
     opt = bng.block_normalize(torch.optim.RMSprop(model.parameters()), model, mode="clip")
-    opt = bng.build(model, base="torch.optim.SGD", mode="adap", lr=0.1, momentum=0.9)
+    opt = bng.block_normalize(bng.AdaGradBNG(model.parameters(), lr=0.01), model)
+
+The math, as pure functions over lists of tensors, is in :mod:`bng.functional`.
 """
 
 from bng.adagradbng import AdaGradBNG
-from bng.blocks import BlockPlan, conv_bn_blocks, layer_blocks, plan_blocks, resolve_blocks
-from bng.functional import block_norms, block_scales, normalize_blocks_, scale_blocks_
-from bng.normalize import (
-    block_grad_norms,
-    block_names,
-    block_normalize,
-    grad_norms,
-    last_block_norms,
-)
-from bng.optimizers import SGDMNG, AdaGradNG, AdamNG, build
+from bng.blocks import BlockPlan, layer_blocks, plan_blocks
+from bng.normalize import block_grad_norms, block_normalize, grad_norms
+from bng.optimizers import SGDMNG, AdaGradNG, AdamNG
 
 __all__ = [
-    "AdaGradBNG",
-    "AdaGradNG",
-    "AdamNG",
-    "BlockPlan",
-    "SGDMNG",
-    "block_grad_norms",
-    "block_names",
-    "block_normalize",
-    "block_norms",
-    "block_scales",
-    "build",
-    "conv_bn_blocks",
-    "grad_norms",
-    "last_block_norms",
-    "layer_blocks",
-    "normalize_blocks_",
-    "plan_blocks",
-    "resolve_blocks",
-    "scale_blocks_",
+    "AdaGradBNG",        # Algorithm 2: a torch optimizer that steps on the hook's output
+    "AdaGradNG",         # torch.optim.Adagrad + the hook
+    "AdamNG",            # torch.optim.Adam + the hook
+    "BlockPlan",         # one optimizer's partition into blocks, resolved once
+    "SGDMNG",            # torch.optim.SGD + the hook
+    "block_grad_norms",  # {block: norm} of an optimizer's last step, before normalization
+    "block_normalize",   # the hook on any torch optimizer: the normalization's one definition
+    "grad_norms",        # (B,) norms of the current gradients over a plan, no optimizer
+    "layer_blocks",      # the paper's partition: one block per layer
+    "plan_blocks",       # a BlockPlan for any block spec ("layer", "conv_bn", ...)
 ]

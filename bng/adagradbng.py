@@ -7,13 +7,12 @@ neural network", arXiv:1707.04822, Algorithm 2 and its convex O(1/√T) theorem.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from bng.blocks import BlockSpec, plan_blocks
 from bng.functional import tensor_factors
-from bng.normalize import block_normalize
 
 
 class AdaGradBNG(torch.optim.Optimizer):
@@ -31,47 +30,45 @@ class AdaGradBNG(torch.optim.Optimizer):
     step is ``τ ∘ g = η · F'_i / (δ + s)``: AdaGrad's direction and per-coordinate
     adaptivity, with an accumulator that every block feeds at the same unit rate whatever
     its gradient scale. The code computes ``η · ‖F'_i‖ · g / (δ + s)`` (one ``addcdiv``); a
-    test checks it against the literal ``τ ∘ g``. δ sits outside the
-    square root, as in the algorithm (torch's Adagrad calls it ``eps``). A block whose
-    gradient is zero contributes nothing to ``s`` and does not move.
+    test checks it against the literal ``τ ∘ g``. δ sits outside the square root, as in the
+    algorithm (torch's Adagrad calls it ``eps``). A block whose gradient is zero contributes
+    nothing to ``s`` and does not move.
 
-    Built by composition: the same normalizing hook as every ``bng`` optimizer (mode
-    ``"ng"``) turns ``p.grad`` into ``g_t`` and records ``‖F'_i‖₂``, then this step applies
-    the rule above. A ``closure`` passed to :meth:`step` is evaluated first and its fresh
-    gradients are normalized then.
+    Built by composition, as every ``bng`` optimizer: the normalizing hook of
+    :func:`bng.block_normalize` (mode ``"ng"``, its blocks being Algorithm 2's) turns
+    ``p.grad`` into ``g_t`` and records ``‖F'_i‖₂``; this step applies the rule above, with
+    each param group's ``lr`` and ``delta``::
+
+        opt = bng.block_normalize(bng.AdaGradBNG(model.parameters(), lr=0.01), model)
+
+    A step without that hook raises. A ``closure`` passed to :meth:`step` is evaluated first
+    and its fresh gradients are normalized then. ``bng.block_grad_norms(opt)`` returns the
+    ``‖F'_i‖₂`` of the last step.
 
     Args:
-        model: module (or parameter iterable with ``blocks="param"``/``"global"``/dict).
+        params: parameters or param groups, as for any torch optimizer.
         lr: η.
         delta: δ > 0.
-        blocks: ``"layer"`` (default), ``"param"``, ``"global"`` or a dict.
-        norm_dtype: the dtype ``‖F'_i‖₂`` accumulates in (see :func:`bng.block_normalize`).
-
-    :func:`bng.block_grad_norms` and :func:`bng.last_block_norms` return this optimizer's
-    ``‖F'_i‖₂`` of the last step, as for every ``bng`` optimizer.
     """
 
-    def __init__(
-        self,
-        model: nn.Module | Iterable[Tensor],
-        lr: float = 0.01,
-        delta: float = 1e-8,
-        blocks: BlockSpec = "layer",
-        norm_dtype: torch.dtype | str | None = None,
-    ) -> None:
+    def __init__(self, params: Iterable[Tensor] | Iterable[dict[str, Any]], lr: float = 0.01,
+                 delta: float = 1e-8) -> None:
+        if isinstance(params, nn.Module):
+            raise TypeError("AdaGradBNG takes parameters, as any torch optimizer: "
+                            "bng.block_normalize(bng.AdaGradBNG(model.parameters()), model)")
         if not lr >= 0:
             raise ValueError(f"invalid lr {lr}")
         if not delta > 0:
             raise ValueError(f"delta must be > 0, got {delta}")
-        plan = plan_blocks(model, blocks, norm_dtype=norm_dtype)
-        super().__init__([p for block in plan.blocks.values() for p in block],
-                         {"lr": lr, "delta": delta})
-        block_normalize(self, mode="ng", blocks=plan)
+        super().__init__(params, {"lr": lr, "delta": delta})
 
     @torch.no_grad()
     def step(self, closure: Callable[[], float] | None = None) -> float | None:  # type: ignore[override]
+        normalizer = getattr(self, "block_normalizer", None)
+        if normalizer is None or normalizer.mode != "ng":
+            raise ValueError("AdaGradBNG steps on block-normalized gradients: apply "
+                             "bng.block_normalize(optimizer, model) with mode 'ng' first")
         loss = None
-        normalizer = self.block_normalizer
         if closure is not None:  # the pre-hook saw the gradients from before the closure
             with torch.enable_grad():
                 loss = closure()
@@ -81,17 +78,19 @@ class AdaGradBNG(torch.optim.Optimizer):
             return loss
         params, grads, index = gathered  # grads hold g_t = F'_i / ‖F'_i‖ (the hook's work)
         raw_norms = normalizer.last_norms  # (B,) ‖F'_i‖₂
-        options = self.param_groups[0]
+        group_of = {id(p): group for group in self.param_groups for p in group["params"]}
         for group in index.groups:
             here = slice(group.start, group.stop)
             normalized, weights = grads[here], params[here]
+            options = [group_of[id(p)] for p in weights]
             sums = [self._sum_of_squares(p) for p in weights]
             torch._foreach_addcmul_(sums, normalized, normalized)  # Σ_u g_u,j²
             denominators = torch._foreach_sqrt(sums)  # s_t,j
-            torch._foreach_add_(denominators, options["delta"])  # δ + s_t,j
+            torch._foreach_add_(denominators, [o["delta"] for o in options])  # δ + s_t,j
             # τ ∘ g = η ‖F'_i‖ g / (δ + s)
-            steps = torch._foreach_mul(normalized, tensor_factors(raw_norms, group))
-            torch._foreach_addcdiv_(weights, steps, denominators, value=-options["lr"])
+            steps = torch._foreach_mul(normalized,
+                                       tensor_factors(raw_norms, group, weights[0].dtype))
+            torch._foreach_addcdiv_(weights, steps, denominators, [-o["lr"] for o in options])
         return loss
 
     def _sum_of_squares(self, p: Tensor) -> Tensor:

@@ -4,6 +4,7 @@ Blocks are given by a :class:`BlockIndex`: for a list of tensors (one per parame
 block each belongs to, precomputed as index tensors by :class:`bng.blocks.BlockPlan`. The
 functions never read a tensor's value on the host (no ``.item()``, no Python branch on
 data), so a step never synchronizes with the device and traces under ``torch.compile``.
+Like ``torch.nn.utils.clip_grad_norm_``, they keep no state between calls.
 
     index = plan.index                          # built once per optimizer
     norms = block_norms(grads, index)           # (B,) ‖g_i‖₂
@@ -21,31 +22,17 @@ from torch import Tensor
 
 MODES = ("none", "ng", "adap", "clip")
 
-# 1-D tensors (biases, BatchNorm/LayerNorm affines) up to this many elements are reduced
-# together with one cat + index_add_: on CPU every tensor in a foreach op costs ~2 µs of
-# dispatch, more than summing a thousand squares.
-SMALL_NUMEL = 1024
-
-
-def is_small(tensor: Tensor) -> bool:
-    """Whether ``tensor`` takes the concatenated path; a static property of its shape."""
-    return tensor.dim() == 1 and tensor.numel() <= SMALL_NUMEL
-
 
 @dataclass(eq=False)
 class TensorGroup:
-    """The slice ``[start, stop)`` of a tensor list: one device and dtype, large tensors
-    (``[start, split)``) before small 1-D ones (``[split, stop)``)."""
+    """The slice ``[start, stop)`` of a tensor list whose tensors share one device and dtype
+    (what one ``torch._foreach_*`` call takes)."""
 
     start: int
-    split: int
     stop: int
-    part_blocks: Tensor            # (L+N,) block of each large tensor's norm, then of each
-                                   # element of the small tensors; on the index's device
-    tensor_blocks: Tensor          # (P_g,) block of each tensor, on the group's device
-    factors: Tensor                # (P_g,) workspace: this step's factor of each tensor
-    factor_views: tuple[Tensor, ...]  # its 0-d views, made once: `_foreach_mul_` takes a list
-    cast: bool                     # factors need another device or dtype than the index's
+    blocks: Tensor        # (P_g,) block of each tensor, on the index's device (for the norms)
+    local_blocks: Tensor  # (P_g,) the same on the group's device (for the scales)
+    cast: bool            # the group's device or dtype differs from the index's
 
 
 @dataclass(eq=False)
@@ -61,12 +48,11 @@ class BlockIndex:
 
 def processing_order(tensors: Sequence[Tensor]) -> list[int]:
     """The order :func:`block_index` needs: tensors of one device and dtype together, in
-    first-seen order, large ones before small 1-D ones; stable otherwise."""
+    first-seen order; stable otherwise."""
     keys: dict[tuple[torch.device, torch.dtype], int] = {}
     for t in tensors:
         keys.setdefault((t.device, t.dtype), len(keys))
-    return sorted(range(len(tensors)),
-                  key=lambda k: (keys[tensors[k].device, tensors[k].dtype], is_small(tensors[k])))
+    return sorted(range(len(tensors)), key=lambda k: keys[tensors[k].device, tensors[k].dtype])
 
 
 def block_index(
@@ -82,27 +68,15 @@ def block_index(
     groups: list[TensorGroup] = []
     start = 0
     while start < len(tensors):
-        first = tensors[start]
+        key = (tensors[start].device, tensors[start].dtype)
         stop = start
-        while stop < len(tensors) and (tensors[stop].device, tensors[stop].dtype) == (
-            first.device, first.dtype
-        ):
+        while stop < len(tensors) and (tensors[stop].device, tensors[stop].dtype) == key:
             stop += 1
-        split = start
-        while split < stop and not is_small(tensors[split]):
-            split += 1
-        if any(not is_small(t) for t in tensors[split:stop]) or any(
-            (t.device, t.dtype) == (first.device, first.dtype) for t in tensors[stop:]
-        ):
+        if any((t.device, t.dtype) == key for t in tensors[stop:]):
             raise ValueError("tensors are not in processing_order()")
-        parts = list(blocks[start:split]) + [
-            blocks[k] for k in range(split, stop) for _ in range(tensors[k].numel())]
-        factors = torch.zeros(stop - start, device=first.device, dtype=first.dtype)
         groups.append(TensorGroup(
-            start=start, split=split, stop=stop, part_blocks=_long(parts, device),
-            tensor_blocks=_long(blocks[start:stop], first.device),
-            factors=factors, factor_views=factors.unbind(0),
-            cast=(device, dtype) != (first.device, first.dtype),
+            start=start, stop=stop, blocks=_long(blocks[start:stop], device),
+            local_blocks=_long(blocks[start:stop], key[0]), cast=(device, dtype) != key,
         ))
         start = stop
     return BlockIndex(tuple(groups), num_blocks, device, dtype)
@@ -115,28 +89,21 @@ def _long(values: Sequence[int], device: torch.device) -> Tensor:
 def block_norms(tensors: list[Tensor], index: BlockIndex) -> Tensor:
     """L2 norm of each block, ``‖t_i‖₂ = sqrt(Σ_{k in block i} ‖t_k‖₂²)``.
 
-    Per group: one ``_foreach_norm`` over the large tensors, their norms concatenated with the
-    small tensors' elements, and one ``index_add_`` of the squares into the blocks. Squares are
-    taken in ``index.dtype`` (float64 keeps tiny float32 gradients exact, and half precision
-    cannot overflow). Blocks without tensors get 0.
+    Per group: one ``_foreach_norm`` and one ``index_add_`` of the squared norms into the
+    blocks. Norms are taken in ``index.dtype`` (float64 keeps tiny float32 gradients exact,
+    and half precision cannot overflow). Blocks without tensors get 0.
 
     Returns:
         (B,) block norms on ``index.device`` in ``index.dtype``.
     """
     squared = torch.zeros(index.num_blocks, device=index.device, dtype=index.dtype)  # (B,)
     for group in index.groups:
-        # One square and one index_add_ for both kinds of tensor: after backward, each small
-        # eager op costs ~10 µs on a CPU, its code being out of the caches.
-        small = tensors[group.split:group.stop]
-        parts = []                                  # the large tensors' norms, then the small
-        if group.split > group.start:               # tensors' elements
-            large = tensors[group.start:group.split]
-            same = large[0].dtype == index.dtype
-            parts.append(torch.stack(torch._foreach_norm(large, dtype=None if same else index.dtype)))
-        flat = torch.cat(parts + small) if small else parts[0]   # (L+N,), new: squared in place
-        if group.cast:                                            # another device or dtype
-            flat = flat.to(device=index.device, dtype=index.dtype, non_blocking=True)
-        squared.index_add_(0, group.part_blocks, flat.square_())
+        part = tensors[group.start:group.stop]
+        wider = None if part[0].dtype == index.dtype else index.dtype
+        norms = torch.stack(torch._foreach_norm(part, dtype=wider))  # (P_g,) new: squared in place
+        if group.cast:                                               # another device or dtype
+            norms = norms.to(device=index.device, dtype=index.dtype, non_blocking=True)
+        squared.index_add_(0, group.blocks, norms.square_())
     return squared.sqrt_()
 
 
@@ -176,23 +143,22 @@ def block_scales(
     raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
 
 
-def tensor_factors(scales: Tensor, group: TensorGroup) -> tuple[Tensor, ...]:
-    """``scales[block(k)]`` for each tensor k of ``group``, as 0-d tensors on its device and
-    dtype (the group's workspace views). A factor beyond the dtype's range (1/‖g‖ of a
-    float64-accumulated norm under ~3e-39) is clamped to its largest finite value."""
+def tensor_factors(scales: Tensor, group: TensorGroup, dtype: torch.dtype) -> list[Tensor]:
+    """``scales[block(k)]`` for each tensor k of ``group``, as 0-d tensors in ``dtype`` (the
+    group's) on its device. A factor beyond the dtype's range (1/‖g‖ of a float64-accumulated
+    norm under ~3e-39) is clamped to its largest finite value."""
     if group.cast:
-        dtype = group.factors.dtype
         if dtype.is_floating_point and torch.finfo(dtype).max < torch.finfo(scales.dtype).max:
             scales = scales.clamp(max=torch.finfo(dtype).max)
-        scales = scales.to(device=group.factors.device, dtype=dtype, non_blocking=True)
-    torch.index_select(scales, 0, group.tensor_blocks, out=group.factors)  # (P_g,)
-    return group.factor_views
+        scales = scales.to(device=group.local_blocks.device, dtype=dtype, non_blocking=True)
+    return list(scales.index_select(0, group.local_blocks).unbind(0))  # P_g x ()
 
 
 def scale_blocks_(tensors: list[Tensor], index: BlockIndex, scales: Tensor) -> None:
     """In place, ``t_k ← scales[block(k)] · t_k``: one ``_foreach_mul_`` per group."""
     for group in index.groups:
-        torch._foreach_mul_(tensors[group.start:group.stop], tensor_factors(scales, group))
+        part = tensors[group.start:group.stop]
+        torch._foreach_mul_(part, tensor_factors(scales, group, part[0].dtype))
 
 
 def normalize_blocks_(

@@ -1,4 +1,5 @@
-"""Block normalization as a step pre-hook on any ``torch.optim`` optimizer.
+"""Block normalization as a step pre-hook on any ``torch.optim`` optimizer, and the readers of
+block gradient norms.
 
 The optimizer stays the user's own object: the hook rewrites ``p.grad`` in place just
 before ``optimizer.step()`` runs, so schedulers, ``state_dict``, ``zero_grad``, param
@@ -11,7 +12,8 @@ gradient method: an empirical study for training deep neural network", arXiv:170
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import inspect
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -25,12 +27,18 @@ class BlockNormalizer:
     """The hook: measure each block's gradient norm, then rescale the gradients.
 
     Attached to an optimizer as ``optimizer.block_normalizer`` by :func:`block_normalize`.
-    ``plan`` is its :class:`bng.blocks.BlockPlan`, ``last_norms`` the (B,) gradient norms of
-    the last step (``None`` before the first) and ``handle`` the hook's removable handle.
+    ``plan`` is its :class:`bng.blocks.BlockPlan` (``plan.names``: the block names),
+    ``last_norms`` the (B,) gradient norms of the last step in ``plan.names`` order (``None``
+    before the first) and ``handle`` the hook's removable handle.
+
+    A param group added with ``add_param_group`` after :func:`block_normalize` is seen at the
+    next step: the plan is rebuilt over every parameter from the same model and block spec
+    (``replan``), so the new parameters are normalized too. Without ``replan`` (a ready
+    ``BlockPlan`` was given) that step raises instead.
     """
 
-    def __init__(self, plan: BlockPlan, mode: str, alpha: float = 0.02,
-                 threshold: float = 0.1) -> None:
+    def __init__(self, plan: BlockPlan, mode: str, alpha: float = 0.02, threshold: float = 0.1,
+                 replan: Callable[[list[Tensor]], BlockPlan] | None = None) -> None:
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
         if mode == "clip" and not threshold > 0:
@@ -41,13 +49,29 @@ class BlockNormalizer:
         self.mode = mode
         self.alpha = alpha
         self.threshold = threshold
+        self.replan = replan
         self.last_norms: Tensor | None = None
         self.handle: Any = None
+        self.num_groups = 0          # the optimizer's param groups that the plan covers
 
     def __call__(self, optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
+        if len(optimizer.param_groups) != self.num_groups:  # add_param_group since the last step
+            self.cover(optimizer)
         # Fused optimizers under GradScaler get still-scaled gradients plus
         # `optimizer.grad_scale` (S) and unscale inside their kernel.
         self.normalize_(getattr(optimizer, "grad_scale", None))
+
+    def cover(self, optimizer: torch.optim.Optimizer) -> None:
+        """Make the plan cover every trainable parameter of ``optimizer``'s param groups."""
+        params = _trainable(optimizer)
+        covered = {id(p) for p in self.plan.params}
+        if {id(p) for p in params} != covered:
+            if self.replan is None:
+                raise ValueError("the optimizer's parameters are not the block plan's (a param "
+                                 "group added after block_normalize with a ready BlockPlan?); "
+                                 "plan the blocks over every parameter")
+            self.plan = self.replan(params)
+        self.num_groups = len(optimizer.param_groups)
 
     def normalize_(self, grad_scale: Tensor | None = None) -> Tensor:
         """Rescale the present gradients in place; record and return the (B,) block norms
@@ -65,7 +89,8 @@ class BlockNormalizer:
 
 def block_normalize(
     optimizer: torch.optim.Optimizer,
-    model: nn.Module | Iterable[Tensor] | None = None,
+    model: nn.Module | None = None,
+    *,
     mode: str = "ng",
     blocks: BlockSpec | BlockPlan = "layer",
     alpha: float = 0.02,
@@ -83,7 +108,9 @@ def block_normalize(
 
     The base optimizer then takes its ordinary step; its weight decay is added after the
     normalization. Yu et al., arXiv:1707.04822, Algorithm 1. The gradients are rescaled in
-    place: the ``p.grad`` objects stay the caller's.
+    place: the ``p.grad`` objects stay the caller's. These five keywords are the one
+    definition of the normalization's settings (``SETTINGS``): the ``bng`` factories and the
+    suite's ``optim.normalize`` config node pass them here.
 
     Args:
         optimizer: any ``torch.optim.Optimizer``; its parameters must all lie in some block.
@@ -92,7 +119,8 @@ def block_normalize(
             parameters).
         mode: ``"ng"``, ``"adap"``, ``"clip"`` or ``"none"``.
         blocks: ``"layer"``, ``"conv_bn"``, ``"param"``, ``"global"``, a dict of name ->
-            parameters, or a ready :class:`bng.blocks.BlockPlan` (used as it is).
+            parameters, or a ready :class:`bng.blocks.BlockPlan` over exactly the optimizer's
+            parameters (used as it is).
         alpha: NG_adap's α (paper's best: 0.02).
         threshold: clip's τ (paper's best: 0.1).
         norm_dtype: the dtype the block norms accumulate in (default: float32, float64 for
@@ -106,54 +134,50 @@ def block_normalize(
                         f"pre-hook), got {type(optimizer).__name__}")
     if getattr(optimizer, "block_normalizer", None) is not None:
         raise ValueError("this optimizer already normalizes its gradients (block_normalize twice)")
-    params = [p for group in optimizer.param_groups for p in group["params"]]
+    params = _trainable(optimizer)
     if not params:
         raise ValueError("the optimizer has no parameters")
+    replan = None
     if isinstance(blocks, BlockPlan):
         plan = blocks
-        covered = {id(p) for p in plan.params}
-        if any(id(p) not in covered for p in params if p.requires_grad):
-            raise ValueError("the block plan does not cover every optimizer parameter")
     else:
         module = model if isinstance(model, nn.Module) else None
-        plan = plan_blocks(module, blocks, params=params, norm_dtype=norm_dtype)
-    normalizer = BlockNormalizer(plan, mode, alpha=alpha, threshold=threshold)
+
+        def replan(params: list[Tensor]) -> BlockPlan:
+            return plan_blocks(module, blocks, params=params, norm_dtype=norm_dtype)
+
+        plan = replan(params)
+    normalizer = BlockNormalizer(plan, mode, alpha=alpha, threshold=threshold, replan=replan)
+    normalizer.cover(optimizer)
     normalizer.handle = optimizer.register_step_pre_hook(normalizer)
     optimizer.block_normalizer = normalizer
     return optimizer
 
 
-def _normalizer(optimizer: torch.optim.Optimizer) -> BlockNormalizer:
+# The normalization's settings, named once: block_normalize's keyword-only parameters.
+SETTINGS: tuple[str, ...] = tuple(
+    name for name, parameter in inspect.signature(block_normalize).parameters.items()
+    if parameter.kind is inspect.Parameter.KEYWORD_ONLY)
+
+
+def _trainable(optimizer: torch.optim.Optimizer) -> list[Tensor]:
+    return [p for group in optimizer.param_groups for p in group["params"] if p.requires_grad]
+
+
+def block_grad_norms(optimizer: torch.optim.Optimizer) -> dict[str, Tensor]:
+    """Each block's gradient norm at the optimizer's last step, before normalization.
+
+    ``{block name: 0-d tensor on the device}``, in block order; empty before the first step.
+    Reading the values (``.item()``) is the caller's business. The same norms as one (B,)
+    tensor, for a loop that accumulates them: ``optimizer.block_normalizer.last_norms``.
+    """
     normalizer = getattr(optimizer, "block_normalizer", None)
     if normalizer is None:
         raise ValueError("optimizer was not built by bng (no block normalizer attached); "
                          "bng.block_normalize(optimizer, model, mode='none') records its norms")
-    return normalizer
-
-
-def block_names(optimizer: torch.optim.Optimizer) -> list[str]:
-    """The optimizer's block names, in block order (the order of every (B,) norm vector)."""
-    return list(_normalizer(optimizer).plan.names)
-
-
-def last_block_norms(optimizer: torch.optim.Optimizer) -> Tensor | None:
-    """The (B,) gradient norms of the last step, before normalization; None before the first.
-
-    The same values as :func:`block_grad_norms` as one device tensor, for callers that
-    accumulate them every step (a training loop logging mean norms) without building a dict.
-    """
-    return _normalizer(optimizer).last_norms
-
-
-def block_grad_norms(optimizer: torch.optim.Optimizer) -> dict[str, Tensor]:
-    """Each block's gradient norm at the last step, before normalization, on the device.
-
-    Empty before the first step. Reading the values (``.item()``) is the caller's business.
-    """
-    norms = last_block_norms(optimizer)
-    if norms is None:
+    if normalizer.last_norms is None:
         return {}
-    return dict(zip(block_names(optimizer), norms.unbind(0), strict=True))
+    return dict(zip(normalizer.plan.names, normalizer.last_norms.unbind(0), strict=True))
 
 
 def grad_norms(plan: BlockPlan) -> Tensor:

@@ -170,14 +170,13 @@ def step_variants(make_model: Callable[[], nn.Module], base: str) -> dict[str, C
         model = make_model()
         for p in model.parameters():
             p.grad = torch.randn_like(p)
+        opt = cls(model.parameters(), foreach=True, **kwargs)
         if kind in ("NG", "hook"):
-            opt = bng.build(model, base=cls, mode="ng", foreach=True, **kwargs)
-        else:
-            opt = cls(model.parameters(), foreach=True, **kwargs)
-            if kind == "naive":
-                opt.register_step_pre_hook(naive_ng_hook(bng.layer_blocks(model)))
-            if kind == "floor":
-                opt.register_step_pre_hook(floor_hook)
+            bng.block_normalize(opt, model, mode="ng")
+        elif kind == "naive":
+            opt.register_step_pre_hook(naive_ng_hook(bng.layer_blocks(model)))
+        elif kind == "floor":
+            opt.register_step_pre_hook(floor_hook)
         # "hook": the normalization alone (block norms, then the in-place rescaling)
         variants[kind] = opt.block_normalizer.normalize_ if kind == "hook" else opt.step
     return variants
@@ -247,12 +246,11 @@ def bench_e2e(repeats: int, copies: int, pairs: list[str] | None, only: list[str
                 for copy in names:
                     torch.manual_seed(0)
                     model, loss_of = e2e_task(name)
+                    opt = cls(model.parameters(), foreach=True, **kwargs)
                     if kind == "NG":
-                        opt = bng.build(model, base=cls, mode="ng", foreach=True, **kwargs)
-                    else:
-                        opt = cls(model.parameters(), foreach=True, **kwargs)
-                        if kind == "floor":
-                            opt.register_step_pre_hook(floor_hook)
+                        bng.block_normalize(opt, model, mode="ng")
+                    elif kind == "floor":
+                        opt.register_step_pre_hook(floor_hook)
 
                     def step(model=model, opt=opt, loss_of=loss_of) -> None:
                         opt.zero_grad()
@@ -287,7 +285,8 @@ def bench_loop(epochs: int, copies: int) -> None:
     dataset_cfg = OmegaConf.load(REPO / "configs" / "dataset" / "digits.yaml")
     optim_cfg = OmegaConf.load(REPO / "configs" / "optim" / "adam.yaml")
     optim_cfg.weight_decay = 0.0
-    optim_cfg.norm_dtype = OmegaConf.load(REPO / "configs" / "model" / "mlp18.yaml").norm_dtype
+    optim_cfg.normalize.norm_dtype = OmegaConf.load(
+        REPO / "configs" / "model" / "mlp18.yaml").norm_dtype
     batch = int(dataset_cfg.train.batch_size)
     data = build_dataset(dataset_cfg, device="cpu", seed=1)  # digits: bundled, no files
     device = torch.device("cpu")

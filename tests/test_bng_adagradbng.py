@@ -5,7 +5,12 @@ import torch
 from torch import nn
 
 import bng
-from bng_helpers import MixedDtype, assert_same_params, train, twin
+from bng_helpers import MixedDtype, assert_same_params, loss_of, train, twin
+
+
+def _adagradbng(model: nn.Module, norm_dtype: str | None = None, **kwargs) -> bng.AdaGradBNG:
+    return bng.block_normalize(bng.AdaGradBNG(model.parameters(), **kwargs), model,
+                               norm_dtype=norm_dtype)
 
 
 def _literal_algorithm_2(blocks: dict, sums: dict, lr: float, delta: float) -> None:
@@ -25,7 +30,7 @@ def test_equals_the_literal_algorithm() -> None:
     torch.manual_seed(3)
     model = MixedDtype()
     ours, theirs = twin(model), twin(model)
-    opt = bng.AdaGradBNG(ours, lr=0.05, delta=1e-3)
+    opt = _adagradbng(ours, lr=0.05, delta=1e-3)
     blocks, sums = bng.layer_blocks(theirs), {}
     plain = torch.optim.SGD([p for p in theirs.parameters() if p.requires_grad], lr=0.0)
     train(ours, opt, 20)
@@ -40,7 +45,7 @@ def test_differs_from_plain_adagrad() -> None:
     model = nn.Sequential(nn.Linear(4, 4), nn.Tanh(), nn.Linear(4, 1))
     ours, theirs = twin(model), twin(model)
     x = torch.randn(16, 4)
-    for m, opt in ((ours, bng.AdaGradBNG(ours, lr=0.1, delta=1e-10)),
+    for m, opt in ((ours, _adagradbng(ours, lr=0.1, delta=1e-10)),
                    (theirs, torch.optim.Adagrad(theirs.parameters(), lr=0.1, eps=1e-10))):
         for _ in range(3):
             opt.zero_grad()
@@ -71,7 +76,7 @@ def _logistic_problem() -> tuple[torch.Tensor, torch.Tensor, float]:
 def _averaged_gap(x: torch.Tensor, y: torch.Tensor, optimum: float, steps: int) -> float:
     model = nn.Linear(5, 1).double()
     nn.init.zeros_(model.weight), nn.init.zeros_(model.bias)
-    opt = bng.AdaGradBNG(model, lr=0.5)
+    opt = _adagradbng(model, lr=0.5)
     average = [torch.zeros_like(p) for p in model.parameters()]
     g = torch.Generator().manual_seed(1)
     for t in range(steps):
@@ -96,9 +101,43 @@ def test_convex_averaged_iterate_rate_is_at_least_one_over_sqrt_t() -> None:
 
 def test_rejects_bad_arguments() -> None:
     with pytest.raises(ValueError, match="delta"):
-        bng.AdaGradBNG(nn.Linear(2, 2), delta=0.0)
+        bng.AdaGradBNG(nn.Linear(2, 2).parameters(), delta=0.0)
     with pytest.raises(ValueError, match="empty"):
-        bng.AdaGradBNG(nn.ReLU())
+        bng.AdaGradBNG(nn.ReLU().parameters())
+    with pytest.raises(TypeError, match="takes parameters"):
+        bng.AdaGradBNG(nn.Linear(2, 2))
+    model = nn.Linear(2, 2)
+    model(torch.ones(1, 2)).sum().backward()
+    for opt in (bng.AdaGradBNG(model.parameters()),        # no normalization: not Algorithm 2
+                bng.block_normalize(bng.AdaGradBNG(model.parameters()), model, mode="clip")):
+        with pytest.raises(ValueError, match="mode 'ng'"):
+            opt.step()
+
+
+def test_every_param_group_steps_with_its_own_lr_and_delta() -> None:
+    """Two groups with different lr and delta equal two optimizers, one per group."""
+    torch.manual_seed(0)
+    model = MixedDtype()
+    ours, theirs = twin(model), twin(model)
+    first = [*ours.first.parameters(), *ours.last.parameters()]   # whole layers: same blocks
+    rest = [p for p in ours.parameters() if p.requires_grad and all(p is not q for q in first)]
+    grouped = bng.block_normalize(bng.AdaGradBNG(
+        [{"params": first}, {"params": rest, "lr": 0.2, "delta": 1e-2}], lr=0.05, delta=1e-3),
+        ours)
+    names = {id(p): n for n, p in theirs.named_parameters()}
+    firsts = {"first.weight", "first.bias", "last.weight", "last.bias"}
+    split = [[p for p in theirs.parameters() if p.requires_grad and (names[id(p)] in firsts) == f]
+             for f in (True, False)]
+    singles = [bng.block_normalize(bng.AdaGradBNG(split[0], lr=0.05, delta=1e-3), theirs),
+               bng.block_normalize(bng.AdaGradBNG(split[1], lr=0.2, delta=1e-2), theirs)]
+
+    train(ours, grouped, 5)
+    for step in range(5):
+        theirs.zero_grad()
+        loss_of(theirs, step).backward()
+        for opt in singles:
+            opt.step()
+    assert_same_params(ours, theirs)
 
 
 def test_norm_dtype_float64_keeps_tiny_gradients_in_the_accumulator() -> None:
@@ -108,7 +147,7 @@ def test_norm_dtype_float64_keeps_tiny_gradients_in_the_accumulator() -> None:
     for norm_dtype in (None, "float64"):
         torch.manual_seed(0)
         model = nn.Linear(4, 3)
-        opt = bng.AdaGradBNG(model, lr=0.1, norm_dtype=norm_dtype)
+        opt = _adagradbng(model, lr=0.1, norm_dtype=norm_dtype)
         for p in model.parameters():
             p.grad = torch.full_like(p, 1e-30)
         opt.step()

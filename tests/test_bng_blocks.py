@@ -5,7 +5,7 @@ import torch
 from torch import nn
 
 import bng
-from bng.blocks import resolve_blocks
+from bng.blocks import conv_bn_blocks, resolve_blocks
 from bng_helpers import SmallCNN, TinyLM, distance, mlp18, train
 from models import resnet20
 
@@ -92,7 +92,7 @@ def test_conv_bn_joins_each_batchnorm_to_the_conv_before_it() -> None:
     assert list(blocks) == ["conv1", "conv2", "fc"]
     assert blocks["conv1"] == [model.conv1.weight, model.bn1.weight, model.bn1.bias]
     assert blocks["conv2"] == [model.conv2.weight, model.bn2.weight, model.bn2.bias]
-    assert bng.conv_bn_blocks(model) == blocks
+    assert conv_bn_blocks(model) == blocks
 
 
 @pytest.mark.parametrize("shortcut", ["A", "B"])
@@ -121,7 +121,7 @@ def test_conv_bn_plain_sgd_moves_each_merged_block_by_lr() -> None:
     blocks = resolve_blocks(model, "conv_bn")
     before = {n: [p.detach().clone() for p in ps] for n, ps in blocks.items()}
     train(model, opt, 1)
-    assert bng.block_names(opt) == list(blocks)
+    assert opt.block_normalizer.plan.names == list(blocks)
     for name, params in blocks.items():
         assert distance(params, before[name]) == pytest.approx(0.03, abs=1e-6), name
 
@@ -132,14 +132,20 @@ def test_a_batchnorm_first_stays_its_own_block() -> None:
     assert list(blocks) == ["0", "1"] and len(blocks["1"]) == 4
 
 
-def test_blocks_are_resolved_once_per_optimizer(monkeypatch) -> None:
-    calls = []
-    original = bng.blocks.resolve_blocks
-    monkeypatch.setattr(bng.blocks, "resolve_blocks",
-                        lambda *a, **k: calls.append(1) or original(*a, **k))
-    for make in (lambda m: bng.AdamNG(m), lambda m: bng.build(m, base="SGD", mode="ng", lr=0.1),
-                 lambda m: bng.AdaGradBNG(m)):
-        calls.clear()
-        opt = make(mlp18())
-        assert len(calls) == 1
-        assert opt.block_normalizer.plan.names == list(bng.layer_blocks(mlp18()))
+def _compose_adagradbng(model: nn.Module) -> torch.optim.Optimizer:
+    return bng.block_normalize(bng.AdaGradBNG(model.parameters()), model)
+
+
+@pytest.mark.parametrize("make", [bng.AdamNG, bng.SGDMNG, bng.AdaGradNG, _compose_adagradbng],
+                         ids=["adamng", "sgdmng", "adagradng", "adagradbng"])
+def test_the_optimizer_and_its_blocks_hold_the_same_parameters(make) -> None:
+    """Every parameter the optimizer steps is normalized, once: none is left out of the blocks
+    (it would take raw gradient steps) and none is in two."""
+    model = TinyLM()
+    model.lstm.weight_hh_l0.requires_grad_(False)  # frozen: in neither
+    opt = make(model)
+    stepped = [p for group in opt.param_groups for p in group["params"] if p.requires_grad]
+    planned = [p for params in opt.block_normalizer.plan.blocks.values() for p in params]
+    assert sorted(map(id, stepped)) == sorted(map(id, planned))
+    assert len(set(map(id, planned))) == len(planned) == len(list(model.parameters())) - 1
+    assert opt.block_normalizer.plan.names == list(bng.layer_blocks(model))

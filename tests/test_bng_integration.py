@@ -1,4 +1,4 @@
-"""The returned optimizers are torch's own: round trips, schedulers, GradScaler, build."""
+"""The returned optimizers are torch's own: round trips, schedulers, GradScaler, param groups."""
 
 import io
 
@@ -7,13 +7,14 @@ import torch
 from torch import nn
 
 import bng
+from bng.reference import normalize_blocks_reference_
 from bng_helpers import TinyLM, assert_same_params, distance, loss_of, mlp18, train, twin
 
 FACTORIES = {
     "sgdmng": lambda m: bng.SGDMNG(m, lr=0.05, momentum=0.9, weight_decay=1e-4, mode="adap"),
     "adamng": lambda m: bng.AdamNG(m, lr=1e-2),
     "adagradng": lambda m: bng.AdaGradNG(m, lr=1e-2, mode="clip", threshold=0.1),
-    "adagradbng": lambda m: bng.AdaGradBNG(m, lr=1e-2),
+    "adagradbng": lambda m: bng.block_normalize(bng.AdaGradBNG(m.parameters(), lr=1e-2), m),
 }
 
 
@@ -73,13 +74,11 @@ def test_grad_scaler_on_cpu_matches_unscaled_training(fused: bool, mode: str) ->
     assert set(norms) == set(reference)
 
 
-def test_build_takes_dotted_paths_and_classes() -> None:
+def test_block_normalize_returns_the_users_own_optimizer() -> None:
     model = nn.Linear(3, 2)
-    assert type(bng.build(model, base="torch.optim.SGD", lr=0.1)) is torch.optim.SGD
-    assert type(bng.build(model, base="RMSprop", mode="ng", lr=0.1)) is torch.optim.RMSprop
-    assert type(bng.build(model, base=torch.optim.AdamW, mode="clip")) is torch.optim.AdamW
-    with pytest.raises(ValueError, match="not a torch.optim"):
-        bng.build(model, base="torch.nn.Linear")
+    for cls in (torch.optim.RMSprop, torch.optim.AdamW):
+        optimizer = cls(model.parameters(), lr=0.1)
+        assert bng.block_normalize(optimizer, model, mode="clip") is optimizer
     with pytest.raises(ValueError, match="twice"):
         bng.block_normalize(bng.AdamNG(model), model)
 
@@ -96,18 +95,57 @@ def test_block_normalize_wraps_a_user_optimizer_with_param_groups() -> None:
     assert distance(list(model[2].parameters()), before) == pytest.approx(0.1, rel=1e-5)
 
 
-def test_norm_vector_matches_the_named_norms() -> None:
-    """`last_block_norms` (one (B,) tensor, for per-step logging) equals `block_grad_norms`."""
+def test_block_grad_norms_are_the_raw_gradients_norms_by_name() -> None:
+    """What the hook records: each layer's norm of the gradient before the normalization,
+    held to the plain per-block loop on a twin, under the layer's name."""
+    torch.manual_seed(0)
     model = mlp18()
+    theirs = twin(model)
     opt = bng.AdamNG(model, lr=1e-3)
-    assert bng.last_block_norms(opt) is None and bng.block_grad_norms(opt) == {}
+    assert bng.block_grad_norms(opt) == {}
     loss_of(model, 0).backward()
+    loss_of(theirs, 0).backward()
     opt.step()
+    expected = normalize_blocks_reference_(bng.layer_blocks(theirs), "none")
     named = bng.block_grad_norms(opt)
-    assert bng.block_names(opt) == list(named) == list(bng.layer_blocks(model))
-    assert torch.equal(bng.last_block_norms(opt), torch.stack(list(named.values())))
+    assert list(named) == list(expected)
+    for name, norm in expected.items():
+        assert named[name].item() == pytest.approx(norm, rel=1e-6), name
+    assert max(expected.values()) > 1.5 * min(expected.values())   # the names matter
     with pytest.raises(ValueError, match="not built by bng"):
-        bng.last_block_norms(torch.optim.SGD(model.parameters(), lr=0.1))
+        bng.block_grad_norms(torch.optim.SGD(model.parameters(), lr=0.1))
+
+
+def test_a_param_group_added_later_is_normalized_too() -> None:
+    """add_param_group after block_normalize: the new layer joins the plan as its own block,
+    so plain SGD moves it by exactly lr, like the others."""
+    torch.manual_seed(0)
+    model = mlp18()
+    first_two = torch.optim.SGD(model[:4].parameters(), lr=0.1)
+    opt = bng.block_normalize(first_two, model)        # the model defines the layers
+    assert opt.block_normalizer.plan.names == ["0", "2"]
+    opt.add_param_group({"params": list(model[4:].parameters()), "lr": 0.05})
+    before = {name: [p.detach().clone() for p in params]
+              for name, params in bng.layer_blocks(model).items()}
+    train(model, opt, 1)
+    assert opt.block_normalizer.plan.names == list(before)
+    for name, params in bng.layer_blocks(model).items():
+        lr = 0.1 if name in ("0", "2") else 0.05
+        assert distance(params, before[name]) == pytest.approx(lr, rel=1e-5), name
+
+
+def test_a_param_group_the_plan_cannot_cover_is_an_error() -> None:
+    model = mlp18()
+    plan = bng.plan_blocks(model[:2])
+    opt = bng.block_normalize(torch.optim.SGD(model[:2].parameters(), lr=0.1), blocks=plan)
+    opt.add_param_group({"params": list(model[2:].parameters())})
+    loss_of(model, 0).backward()
+    with pytest.raises(ValueError, match="not the block plan's"):
+        opt.step()
+    other = bng.SGDMNG(model[:2], lr=0.1)            # its model does not own the new layer
+    other.add_param_group({"params": list(model[2:].parameters())})
+    with pytest.raises(ValueError, match="belong to no block"):
+        other.step()
 
 
 @pytest.mark.slow  # ~5 s of Inductor compilation per mode on CPU

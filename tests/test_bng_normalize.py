@@ -35,7 +35,7 @@ def test_mode_none_is_torch_exactly(base: str) -> None:
     torch.manual_seed(0)
     model = mlp18()
     ours, theirs = twin(model), twin(model)
-    opt = bng.build(ours, base=cls, mode="none", **kwargs)
+    opt = bng.block_normalize(cls(ours.parameters(), **kwargs), ours, mode="none")
     assert type(opt) is cls
     train(ours, opt, 5)
     train(theirs, cls(theirs.parameters(), **kwargs), 5)
@@ -91,7 +91,8 @@ def test_vectorized_equals_per_block_loop(mode: str, base: str) -> None:
     model = MixedDtype()
     ours, theirs = twin(model), twin(model)
     options = {"alpha": 0.3, "threshold": 0.05}
-    opt = bng.build(ours, base=cls, mode=mode, **options, **kwargs)
+    trainable = [p for p in ours.parameters() if p.requires_grad]
+    opt = bng.block_normalize(cls(trainable, **kwargs), ours, mode=mode, **options)
     reference = cls([p for p in theirs.parameters() if p.requires_grad], **kwargs)
     blocks = bng.layer_blocks(theirs)
     assert "root" in blocks and {p.dtype for p in blocks["root"]} == {torch.float32, torch.float64}
@@ -143,9 +144,8 @@ def test_grad_none_parameters_are_skipped() -> None:
 
 
 def test_changing_grad_none_pattern_matches_reference() -> None:
-    # The hook caches its index layout per grad-None pattern; switching patterns between
-    # steps must not reuse a stale one. Linear(4, 2000)'s bias is a large 1-D tensor
-    # (foreach-norm path) in the same block as its weight; BatchNorm's are small (cat path).
+    # The plan caches its index per grad-None pattern; switching patterns between steps must
+    # not reuse a stale one.
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(4, 2000), nn.BatchNorm1d(2000), nn.Linear(2000, 3))
     ours, theirs = twin(model), twin(model)
@@ -180,7 +180,7 @@ def test_vanishing_gradients_need_float64_norms() -> None:
         torch.manual_seed(0)
         model = nn.Linear(10, 10)
         before = [p.detach().clone() for p in model.parameters()]
-        opt = bng.build(model, base=torch.optim.SGD, mode="ng", lr=0.1, norm_dtype=norm_dtype)
+        opt = bng.SGDMNG(model, lr=0.1, momentum=0.0, norm_dtype=norm_dtype)
         for p in model.parameters():
             p.grad = torch.full_like(p, value)
         for _ in range(3):

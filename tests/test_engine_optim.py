@@ -1,5 +1,5 @@
-"""The engine's optimizer: any `_target_`, block-normalized by one `mode:` line, and per-layer
-gradient-norm diagnostics for every optimizer."""
+"""The engine's optimizer: any `_target_`, block-normalized by its `normalize` node, and
+per-layer gradient-norm diagnostics for every optimizer."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 from hydra import compose, initialize_config_dir
+from hydra.utils import get_object
 from omegaconf import OmegaConf
 
 import bng
@@ -35,8 +36,10 @@ def test_every_optim_config_builds_with_a_plan_of_the_models_layers(name: str) -
     optimizer.step()
     assert plan.names == list(bng.layer_blocks(net))
     normalizer = getattr(optimizer, "block_normalizer", None)
-    if normalizer is None:             # a baseline: torch's optimizer alone, no hook left
+    assert type(optimizer) is get_object(_optim_cfg(name)._target_)   # the class, no wrapper
+    if normalizer is None:             # a baseline: torch's optimizer alone, never a hook
         assert not optimizer._optimizer_step_pre_hooks
+        assert _optim_cfg(name).normalize.mode == "none"
     else:                              # NG: the diagnostics use the blocks it normalizes
         assert normalizer.mode != "none" and normalizer.plan is plan
 
@@ -52,7 +55,8 @@ def test_a_torch_target_gets_parameters_and_keeps_its_own_alpha() -> None:
 
 def test_a_blocks_line_without_mode_sets_the_diagnostics_blocks_only() -> None:
     net = mlp(6, in_features=64)
-    optimizer, plan = build_optimizer(_optim_cfg("rmsprop", "+optim.blocks=global"), net)
+    optimizer, plan = build_optimizer(_optim_cfg("rmsprop", "+optim.normalize.blocks=global"),
+                                      net)
     assert type(optimizer) is torch.optim.RMSprop and not hasattr(optimizer, "block_normalizer")
     assert plan.names == ["global"]
 
@@ -61,7 +65,7 @@ def test_one_mode_line_block_normalizes_any_optimizer() -> None:
     torch.manual_seed(0)
     net = mlp(6, in_features=64)
     cfg = OmegaConf.create({"_target_": "torch.optim.SGD", "name": "sgd", "lr": 0.05,
-                            "mode": "ng", "blocks": "global"})
+                            "normalize": {"mode": "ng", "blocks": "global"}})
     optimizer, plan = build_optimizer(cfg, net)
     assert type(optimizer) is torch.optim.SGD and optimizer.block_normalizer.mode == "ng"
     assert plan.names == ["global"]
@@ -77,9 +81,11 @@ def test_bad_optimizer_configs_are_one_line_errors() -> None:
     with pytest.raises(ConfigError, match="cannot be imported"):
         build_optimizer(OmegaConf.create({"_target_": "torch.optim.Nope", "name": "x"}), net)
     with pytest.raises(ConfigError, match="mode must be one of"):
-        build_optimizer(_optim_cfg("adamng", "optim.mode=unit"), net)
+        build_optimizer(_optim_cfg("adamng", "optim.normalize.mode=unit"), net)
     with pytest.raises(ConfigError, match="mode must be one of"):
-        build_optimizer(_optim_cfg("rmsprop", "+optim.mode=unit"), net)
+        build_optimizer(_optim_cfg("rmsprop", "optim.normalize.mode=unit"), net)
+    with pytest.raises(ConfigError, match="no key treshold"):   # a typo never means "none"
+        build_optimizer(_optim_cfg("sgdm", "+optim.normalize.treshold=0.1"), net)
 
 
 def test_run_py_trains_a_plain_torch_optimizer_with_diagnostics(tmp_path: Path) -> None:
@@ -91,11 +97,12 @@ def test_run_py_trains_a_plain_torch_optimizer_with_diagnostics(tmp_path: Path) 
     assert all(value > 0 for value in row["grad_norms"].values())
 
 
-def test_a_null_base_argument_takes_the_base_optimizers_default():
+def test_a_null_argument_takes_the_optimizers_default():
     # sgdm.yaml resolves nesterov to null outside the ResNets; fused SGD rejects nesterov=None.
-    model = torch.nn.Linear(3, 2)
-    opt = bng.build(model, base="torch.optim.SGD", lr=0.1, momentum=0.9, nesterov=None, fused=True)
-    assert opt.param_groups[0]["nesterov"] is False
+    cfg = OmegaConf.create({"_target_": "torch.optim.SGD", "name": "sgdm", "lr": 0.1,
+                            "momentum": 0.9, "nesterov": None, "fused": True})
+    optimizer, _ = build_optimizer(cfg, torch.nn.Linear(3, 2))
+    assert optimizer.param_groups[0]["nesterov"] is False
 
 
 @pytest.mark.parametrize("every", [1, 7])

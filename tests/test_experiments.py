@@ -18,7 +18,6 @@ from pathlib import Path
 import pytest
 import yaml
 from omegaconf import DictConfig
-from torch import nn
 
 from conftest import REPO, compose_config, train_in_process
 from data_fixtures import make_cifar, make_imagenet, make_mnist, make_ptb, make_rt
@@ -103,9 +102,9 @@ def test_figure_sweeps_cover_the_papers_grids():
 
 @pytest.mark.parametrize("sweep,key,entry", [
     ("tune_adam_lr", "optim.lr", "adam_lr"),
-    ("tune_clip_threshold", "optim.threshold", "clip_threshold"),
-    ("tune_adap_alpha", "optim.alpha", "adap_alpha"),
-    ("ablation_clip_global", "optim.threshold", "clip_threshold"),
+    ("tune_clip_threshold", "optim.normalize.threshold", "clip_threshold"),
+    ("tune_adap_alpha", "optim.normalize.alpha", "adap_alpha"),
+    ("ablation_clip_global", "optim.normalize.threshold", "clip_threshold"),
 ])
 def test_tuning_sweeps_search_the_papers_values_on_the_holdout(sweep, key, entry):
     spec = read_sweep(sweep)
@@ -153,19 +152,6 @@ def fixture_root(tmp_path_factory) -> Path:
     return root
 
 
-def _has_conv_bn_blocks() -> bool:
-    from bng.blocks import resolve_blocks
-    try:
-        resolve_blocks(nn.Sequential(nn.Conv2d(1, 1, 1, bias=False), nn.BatchNorm2d(1)), "conv_bn")
-    except (ValueError, TypeError, KeyError):
-        return False
-    return True
-
-
-NEEDS_CONV_BN = pytest.mark.skipif(not _has_conv_bn_blocks(),
-                                   reason="needs bng's blocks='conv_bn' (BatchNorm folded)")
-
-
 def _hyperparameter(override: str) -> bool:
     """A numeric optimizer or schedule value: another value trains the same code."""
     key, _, value = override.partition("=")
@@ -210,8 +196,6 @@ def _distinct_cells() -> list:
             found[0][1] = True       # every sweep trains at least one cell in the default run
         for cell, lean in found:
             marks = [] if lean else [pytest.mark.slow]
-            if "optim.blocks=conv_bn" in cell:
-                marks.append(NEEDS_CONV_BN)
             cells.append(pytest.param(cell, marks=marks, id=",".join(cell)))
     return cells
 
