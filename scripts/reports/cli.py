@@ -10,6 +10,7 @@ import time
 import traceback
 from pathlib import Path
 
+from . import sensitivity
 from .diagnostics import render_diagnostics
 from .figures import render_figure
 from .grids import (
@@ -31,7 +32,8 @@ from .verdict_files import report_verdicts, verdict_lines
 TARGETS = ["table1", "table2", "table3", "table4", "figure1", "figure2", "figure3",
            "diagnostics", "tune_adam_lr", "tune_clip_threshold", "tune_adap_alpha",
            "ablation_bn_blocks", "ablation_clip_global", "ablation_imagenet_decay",
-           "ablation_adagrad_mlp", "ablation_adagrad_rt"]
+           "ablation_adagrad_mlp", "ablation_adagrad_rt", "ablation_resnet110_warmup",
+           "ablation_imagenet_inverse_time", "table4_lr", "table4_readings"]
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -108,7 +110,12 @@ def run_args(args: argparse.Namespace, artifact: Artifact) -> str | None:
 def render(artifact: Artifact, runs, out_dir: Path, paper: dict) -> list[Path]:
     if artifact.tune:
         return render_tuning(artifact, runs, out_dir, paper)
-    if artifact.name in ("ablation_bn_blocks", "ablation_imagenet_decay"):
+    if artifact.name == "table4_lr":
+        return sensitivity.render_lr(artifact, runs, out_dir, paper)
+    if artifact.name == "table4_readings":
+        return sensitivity.render_readings(artifact, runs, out_dir, paper)
+    if artifact.name in ("ablation_bn_blocks", "ablation_imagenet_decay",
+                         "ablation_resnet110_warmup", "ablation_imagenet_inverse_time"):
         return render_readings(artifact, runs, out_dir, paper)
     if artifact.name.startswith("demo_table"):  # its runs are the demo figure's
         return render_table(artifact, runs, out_dir, paper)

@@ -225,6 +225,25 @@ def _artifacts() -> dict[str, Artifact]:
             "ablation_adagrad_mlp", "Ablation: AdaGradNG as Algorithm 1 or 2 (AdaGradBNG), "
             "MLP on MNIST", (grid("figure1", reference=True, optims=("adagrad", "adagradng")),
                              grid("ablation_adagrad_mlp"))),
+        "table4_lr": Artifact(
+            "table4_lr", "Table 4's learning-rate sensitivity: best validation accuracy (%) "
+            "against lr", (grid("table4_lr_sgdm"), grid("table4_lr_adam"),
+                           grid("table4_lr_adagrad"), grid("table4", reference=True))),
+        "table4_readings": Artifact(
+            "table4_readings", "Table 4 under two readings of Kim's setup: best validation "
+            "accuracy (%)", (grid("table4_kim"), grid("table4_tfport"),
+                             grid("table4", reference=True))),
+        "ablation_resnet110_warmup": Artifact(
+            "ablation_resnet110_warmup", "Ablation: ResNet-110 from lr 0.1, or after He et "
+            "al.'s 400-step warm-up at 0.01 (CIFAR-10, test error %)",
+            (grid("table1", reference=True, models=("resnet110",),
+                  optims=read_sweep("ablation_resnet110_warmup").values("optim")),
+             grid("ablation_resnet110_warmup"))),
+        "ablation_imagenet_inverse_time": Artifact(
+            "ablation_imagenet_inverse_time", "Ablation: ImageNet's \"0.001 exponential "
+            "decay\" as Torch7's per-iteration inverse-time decay (top-1/top-5 error %)",
+            (grid("table3_adam", reference=True, variants=((("optim.lr", "0.001"),),)),
+             grid("table3", reference=True), grid("ablation_imagenet_inverse_time"))),
         "ablation_adagrad_rt": Artifact(
             "ablation_adagrad_rt", "Ablation: AdaGradNG as Algorithm 1 or 2 (AdaGradBNG), "
             "Rotten Tomatoes best validation accuracy (%)",
