@@ -1,7 +1,7 @@
 """Block partitions: which parameters are normalized together.
 
 This module is the one place that defines a block. :func:`resolve_blocks` turns a spec
-(``"layer"``, ``"conv_bn"``, ``"param"``, ``"global"`` or a dict) into named blocks, and
+(``"layer"``, ``"conv_bn"``, ``"child"``, ``"param"``, ``"global"`` or a dict) into named blocks, and
 :func:`plan_blocks` builds the one :class:`BlockPlan` an optimizer uses from then on.
 """
 
@@ -19,7 +19,7 @@ from torch.nn.modules.batchnorm import _BatchNorm
 from bng.functional import BlockIndex, block_index, processing_order
 
 BlockSpec = str | Mapping[str, Sequence[nn.Parameter]]
-SPECS = ("layer", "conv_bn", "param", "global")
+SPECS = ("layer", "conv_bn", "child", "param", "global")
 
 # nn.LSTM / nn.GRU / nn.RNN name their tensors weight_ih_l0, bias_hh_l1_reverse, weight_hr_l0...
 _RNN_LAYER = re.compile(r"_(l\d+(?:_reverse)?)$")
@@ -78,6 +78,26 @@ def conv_bn_blocks(model: nn.Module) -> dict[str, list[nn.Parameter]]:
     return blocks
 
 
+def child_blocks(model: nn.Module) -> dict[str, list[nn.Parameter]]:
+    """One block per direct child module of ``model``, holding all its parameters at any depth
+    (parameters of ``model`` itself form the block ``"root"``), in model order.
+
+    Where a network keeps parallel branches of one layer in a container, this makes them one
+    block: Kim's CNN holds its three filter widths in one ``ModuleList`` (``convs``), the
+    "single layer" of the paper, so its blocks are ``embedding``, ``convs`` and ``fc``.
+    """
+    blocks: dict[str, list[nn.Parameter]] = {}
+    seen: set[int] = set()
+    parts = [("root", model.parameters(recurse=False)), *((name, child.parameters())
+                                                          for name, child in model.named_children())]
+    for name, params in parts:
+        for param in params:
+            if param.requires_grad and id(param) not in seen:
+                seen.add(id(param))
+                blocks.setdefault(name, []).append(param)
+    return blocks
+
+
 def resolve_blocks(
     model: nn.Module | None,
     blocks: BlockSpec = "layer",
@@ -91,7 +111,8 @@ def resolve_blocks(
             or a dict.
         blocks: ``"layer"`` (one block per module, see :func:`layer_blocks`), ``"conv_bn"``
             (layers, with each BatchNorm joined to the layer before it, see
-            :func:`conv_bn_blocks`), ``"param"`` (each tensor alone), ``"global"`` (one
+            :func:`conv_bn_blocks`), ``"child"`` (one block per direct child module, see
+            :func:`child_blocks`), ``"param"`` (each tensor alone), ``"global"`` (one
             block, the paper's Remark 1, B = 1) or an explicit ``{name: [param, ...]}``.
         params: restrict to these parameters (for example an optimizer's); blocks left empty
             are dropped. Every one of them must belong to some block.
@@ -102,10 +123,11 @@ def resolve_blocks(
     """
     if isinstance(blocks, Mapping):
         resolved = {str(k): [p for p in v if p.requires_grad] for k, v in blocks.items()}
-    elif blocks in ("layer", "conv_bn"):
+    elif blocks in ("layer", "conv_bn", "child"):
         if model is None:
             raise ValueError(f"blocks={blocks!r} needs a model (nn.Module) to find the layers")
-        resolved = layer_blocks(model) if blocks == "layer" else conv_bn_blocks(model)
+        build = {"layer": layer_blocks, "conv_bn": conv_bn_blocks, "child": child_blocks}
+        resolved = build[blocks](model)
     elif blocks in ("param", "global"):
         if model is not None:
             named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]

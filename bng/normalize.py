@@ -118,7 +118,7 @@ def block_normalize(
             dict / ``"param"`` / ``"global"`` spec, which then uses the optimizer's
             parameters).
         mode: ``"ng"``, ``"adap"``, ``"clip"`` or ``"none"``.
-        blocks: ``"layer"``, ``"conv_bn"``, ``"param"``, ``"global"``, a dict of name ->
+        blocks: ``"layer"``, ``"conv_bn"``, ``"child"``, ``"param"``, ``"global"``, a dict of name ->
             parameters, or a ready :class:`bng.blocks.BlockPlan` over exactly the optimizer's
             parameters (used as it is).
         alpha: NG_adap's α (paper's best: 0.02).

@@ -149,3 +149,27 @@ def test_the_optimizer_and_its_blocks_hold_the_same_parameters(make) -> None:
     assert sorted(map(id, stepped)) == sorted(map(id, planned))
     assert len(set(map(id, planned))) == len(planned) == len(list(model.parameters())) - 1
     assert opt.block_normalizer.plan.names == list(bng.layer_blocks(model))
+
+
+def test_child_blocks_make_kims_three_widths_one_block() -> None:
+    """The paper's CNN is "a single layer": blocks="child" joins its three Conv1d widths."""
+    from models import kim_cnn
+
+    model = kim_cnn(vocab_size=50)
+    assert list(resolve_blocks(model, "layer")) == ["embedding", "convs.0", "convs.1", "convs.2",
+                                                    "fc"]
+    child = resolve_blocks(model, "child")
+    assert list(child) == ["embedding", "convs", "fc"]
+    assert [p.shape for p in child["convs"]] == [p.shape for p in model.convs.parameters()]
+
+
+def test_child_blocks_through_the_engine(tmp_path) -> None:
+    """optim.normalize.blocks=child reaches the optimizer: one norm for the three widths."""
+    from conftest import compose_config
+    from experiments.optim import build_optimizer
+    from models import kim_cnn
+
+    cfg = compose_config(["dataset=rt", "model=kimcnn", "optim=adamng",
+                          "optim.normalize.blocks=child"])
+    _, plan = build_optimizer(cfg.optim, kim_cnn(vocab_size=50))
+    assert plan.names == ["embedding", "convs", "fc"]
