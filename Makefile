@@ -107,7 +107,9 @@ PTB_BPTT   ?= 40
 PTB_EPOCHS ?= 3
 REPRO_RUN  := $(PYTHON) run.py seed=1,2,3 grad_norm_every=1 data_root=$(DATA) $(REPRO_ARGS)
 # Each table's cells ask for the config their runs were made with: the cuts go in --run-args.
-repro_report = $(PYTHON) scripts/report.py $(1) --seeds 1,2,3 --run-args "data_root=$(DATA) $(REPRO_ARGS) $(2)"
+# $(call repro_report,TARGETS --results DIR,RUN ARGS[,SEEDS]); seeds 1-3 unless given.
+repro_report = $(PYTHON) scripts/report.py $(1) --seeds $(or $(3),1$(comma)2$(comma)3) --run-args "data_root=$(DATA) $(REPRO_ARGS) $(2)"
+comma := ,
 # Why Table 4 differs (REPRODUCTION.md): seeds 1-5 at the base protocol, then the learning-rate
 # sweep and Kim's and the TF port's readings, seeds 1-3, all at RT_EPOCHS.
 T4_RUN    := $(PYTHON) run.py data_root=$(DATA) $(REPRO_ARGS) out_dir=$(REPRO) epochs=$(RT_EPOCHS)
@@ -119,13 +121,14 @@ reproduce-cpu: install reproduce-table4
 	$(REPRO_RUN) out_dir=$(REPRO) experiment=figure3 dataset.bptt=$(PTB_BPTT) epochs=$(PTB_EPOCHS)
 	$(REPRO_RUN) out_dir=$(REPRO)/longer experiment=table4 epochs=20 optim=sgdm,sgdmng
 	$(call repro_report,figure1 diagnostics --results $(REPRO),grad_norm_every=1)
-	$(call repro_report,table4 --results $(REPRO),epochs=$(RT_EPOCHS))
 	$(call repro_report,figure3 --results $(REPRO),grad_norm_every=1 epochs=$(PTB_EPOCHS))
 	$(call repro_report,table4 --results $(REPRO)/longer,grad_norm_every=1 epochs=20)
 
 reproduce-table4: install
 	$(T4_RUN) seed=1,2,3,4,5 experiment=table4
 	@set -e; for sweep in $(T4_SWEEPS); do $(T4_RUN) seed=1,2,3 experiment=$$sweep; done
+	$(call repro_report,table4 --results $(REPRO),epochs=$(RT_EPOCHS),1$(comma)2$(comma)3$(comma)4$(comma)5)
+	$(call repro_report,table4_lr table4_readings --results $(REPRO),epochs=$(RT_EPOCHS))
 
 # The CUDA readiness check (README, "The GPU check"). No `install` prerequisite: without CUDA it
 # only prints one line, and a GPU machine may have no network to install from.
