@@ -127,8 +127,8 @@ def group_config(group: str, name: str) -> dict:
     config = _load(CONFIGS / group / f"{name}.yaml")
     merged: dict = {}
     for entry in config.get("defaults", []):
-        if isinstance(entry, str) and entry != "_self_":
-            merged = merge(merged, group_config(group, entry))
+        if isinstance(entry, str) and entry != "_self_":   # `base/mlp@_here_`: same package
+            merged = merge(merged, group_config(group, entry.partition("@")[0]))
     own = {key: value for key, value in config.items() if key != "defaults"}
     return merge(merged, own)
 
