@@ -70,12 +70,14 @@ def _peaked_last(runs: list[Run], cell: Cell, seeds: tuple[int, ...]) -> bool:
     return False
 
 
-def _working(points: list[tuple[float, SeedStats]]) -> tuple[int, int]:
-    means = [s.mean for _, s in points if s.n]
-    if not means:
-        return 0, 0
-    best = max(means)
-    return (sum(m >= best - WORKS_WITHIN for m in means), sum(m >= WORKS_ABOVE for m in means))
+def _working(points: list[tuple[float, SeedStats]]) -> tuple[str, str]:
+    """How many of the learning rates with a result work, as "k/n"; a diverged one does not."""
+    finished = [s for _, s in points if s.n or s.n_diverged]
+    means = [s.mean for s in finished if s.n]
+    best = max(means, default=math.nan)
+    within = sum(m >= best - WORKS_WITHIN for m in means)
+    above = sum(m >= WORKS_ABOVE for m in means)
+    return f"{within}/{len(finished)}", f"{above}/{len(finished)}"
 
 
 def render_lr(artifact: Artifact, runs: list[Run], out_dir: Path, paper: dict) -> list[Path]:
@@ -101,13 +103,14 @@ def render_lr(artifact: Artifact, runs: list[Run], out_dir: Path, paper: dict) -
         within, above = _working(points)
         reported = values.get(optim, {}).get("best_val_acc", {}).get("mean")
         rows.append([label(optim), f"{float(cells[1.0].value('optim.lr')):g}", *texts,
-                     f"{within}/{len(points)}", f"{above}/{len(points)}",
+                     within, above,
                      "—" if reported is None else f"{reported:.2f}"])
     note = (f"Best validation accuracy (%) over the run's epochs, mean ± sample std (ddof=1) over "
             f"seeds {','.join(map(str, artifact.seeds))}; × 1 is Table 4's own run. {LAST}: a "
             "seed's best came at its last epoch (more epochs might raise it). A learning rate "
             f"'works' within {WORKS_WITHIN:g} point of the optimizer's own best mean, or at "
-            f"{WORKS_ABOVE:g}% and above. Paper: Table 4 (150 epochs, default settings).")
+            f"{WORKS_ABOVE:g}% and above (k of the n learning rates with a result; a diverged one "
+            "does not work). Paper: Table 4 (150 epochs, default settings).")
     return (write_rows(artifact, header, rows, note, out_dir)
             + _lr_figure(artifact, curves, values, out_dir))
 
