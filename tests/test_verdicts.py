@@ -18,7 +18,7 @@ import yaml
 from omegaconf import OmegaConf, open_dict
 
 from conftest import REPO, compose_config, train_in_process
-from data_fixtures import make_mnist
+from data.fixtures import make_mnist
 from scripts.reports import cli
 from scripts.reports.grids import ARTIFACTS
 from scripts.reports.runs import load_runs
@@ -185,7 +185,7 @@ def test_damaged_run_files_give_untestable_not_a_crash(tmp_path):
     assert table4_verdict(tmp_path).verdict == "untestable"
     out = tmp_path / "out"
     assert cli.main(["verdicts", "table4", "--results", str(tmp_path), "--out", str(out)]) == 0
-    records = json.loads((out / "tables" / "verdicts.json").read_text())
+    records = json.loads((out / "tables" / "verdicts_table4.json").read_text())
     assert {r["verdict"] for r in records if r["artifact"] == "table4"} == {"untestable"}
 
 
@@ -326,3 +326,22 @@ def test_claims_whose_cells_are_not_in_the_grid_are_untestable(tmp_path):
     records = {r["id"]: r for r in json.loads((out / "tables" / "verdicts.json").read_text())}
     assert records["figure2-ng-fastest-in-training"]["verdict"] == "untestable"
     assert "not in this grid" in records["figure2-ng-fastest-in-training"]["reason"]
+
+
+def test_runs_of_another_config_do_not_count_and_the_reason_says_so(tmp_path):
+    for seed in (1, 2, 3):
+        write_run(tmp_path, "table4", "kimcnn", "adam", seed, accs=[0.5, 0.7])
+        run_dir = write_run(tmp_path, "table4", "kimcnn", "adamng", seed, accs=[0.5, 0.8])
+        config = yaml.safe_load((run_dir / "config.yaml").read_text())
+        config["epochs"] = 10                                     # the cell asks for 150
+        (run_dir / "config.yaml").write_text(yaml.safe_dump(config))
+    claim = table4_verdict(tmp_path)
+    assert claim.verdict == "untestable" and "only under another config: AdamNG" in claim.reason
+
+
+def test_verdicts_beside_an_artifact_check_only_its_claims_into_their_own_files(tmp_path):
+    out = tmp_path / "out"
+    assert cli.main(["verdicts", "table4", "--results", str(tmp_path), "--out", str(out)]) == 0
+    records = json.loads((out / "tables" / "verdicts_table4.json").read_text())
+    assert records and {r["artifact"] for r in records} == {"table4"}
+    assert not (out / "tables" / "verdicts.json").exists()

@@ -172,7 +172,8 @@ def main(argv: list[str] | None = None) -> int:
     if {"verdicts", "all"} & set(args.targets):
         seeds = args.seeds or ((1,) if args.scale == "quick" else None)
         failures += report_verdicts(runs, out_dir, paper, args.dataset, seeds, args.scale,
-                                    args.run_args)
+                                    args.run_args, tuple(t for t in args.targets
+                                                         if t in ARTIFACTS))
     print(f"done in {time.perf_counter() - started:.1f}s; outputs under {out_dir}/tables and "
           f"{out_dir}/figures")
     return 1 if failures else 0

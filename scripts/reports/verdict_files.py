@@ -228,17 +228,17 @@ def to_markdown(claims: list[ClaimResult], paper: list[dict], scales: set[str]) 
 
 
 def render_verdicts(artifacts: dict[str, Artifact], runs: list[Run], out_dir: Path,
-                    paper: dict) -> list[Path]:
-    """Write `<out_dir>/tables/verdicts.{md,csv,json}` and `verdicts_paper.csv`."""
+                    paper: dict, stem: str = "verdicts") -> list[Path]:
+    """Write `<out_dir>/tables/<stem>.{md,csv,json}` and `<stem>_paper.csv`."""
     data = load_claims()
     claims = evaluate(artifacts, runs, data)
     rows = paper_rows(artifacts, runs, paper, data)
     scales = {a.scale for a in artifacts.values()}
-    stem = Path(out_dir) / "tables"
-    return [write_atomic(stem / "verdicts.md", to_markdown(claims, rows, scales)),
-            write_atomic(stem / "verdicts.csv", to_csv(claims)),
-            write_atomic(stem / "verdicts.json", to_json(claims)),
-            write_atomic(stem / "verdicts_paper.csv", _csv(rows))]
+    folder = Path(out_dir) / "tables"
+    return [write_atomic(folder / f"{stem}.md", to_markdown(claims, rows, scales)),
+            write_atomic(folder / f"{stem}.csv", to_csv(claims)),
+            write_atomic(folder / f"{stem}.json", to_json(claims)),
+            write_atomic(folder / f"{stem}_paper.csv", _csv(rows))]
 
 
 def verdict_lines(name: str, artifact: Artifact, runs: list[Run]) -> list[str]:
@@ -259,18 +259,25 @@ def verdict_lines(name: str, artifact: Artifact, runs: list[Run]) -> list[str]:
 
 
 def report_verdicts(runs: list[Run], out_dir: Path, paper: dict, dataset: str | None,
-                    seeds: tuple[int, ...] | None, scale: str, run_args: str | None = None) -> int:
+                    seeds: tuple[int, ...] | None, scale: str, run_args: str | None = None,
+                    only: tuple[str, ...] = ()) -> int:
     """`report.py verdicts`: every claim's artifact, adapted as its own target would be (the
-    same dataset, seeds, scale and --run-args); writes the files and prints where. Returns 1 if
-    the claims file cannot be read (one line says why), else 0."""
+    same dataset, seeds, scale and --run-args); writes the files and prints where. `only`: the
+    artifacts named beside `verdicts` (`report.py verdicts table4 --run-args epochs=10`, for
+    runs made with other overrides than the rest): their claims alone, written to
+    `verdicts_<artifact>...` so that a full check is never overwritten by a partial one.
+    Returns 1 if the claims file cannot be read (one line says why), else 0."""
     from .grids import ARTIFACTS
 
     extra = {} if run_args is None else {"run_args": run_args}
     try:
-        names = dict.fromkeys(claim["artifact"] for claim in load_claims()["claims"])
+        names = [name for name in dict.fromkeys(c["artifact"] for c in load_claims()["claims"])
+                 if name in ARTIFACTS]
+        chosen = [name for name in names if name in only] or names
         artifacts = {name: ARTIFACTS[name].adapt(dataset, seeds, scale, **extra)
-                     for name in names if name in ARTIFACTS}
-        paths = render_verdicts(artifacts, runs, out_dir, paper)
+                     for name in chosen}
+        stem = "verdicts" if chosen == names else "_".join(["verdicts", *chosen])
+        paths = render_verdicts(artifacts, runs, out_dir, paper, stem)
     except ClaimsError as error:
         print(f"[verdicts] {error}. Fix the file (scripts/reports/claims.yaml).", file=sys.stderr)
         return 1

@@ -253,7 +253,7 @@ def measure(comparison: Comparison, runs: list[Run], seeds: tuple[int, ...], dat
         values, notes = [], []
         for cell, _ in comparison.terms:
             run = find_run(runs, cell, seed)
-            status = run.status if run is not None else "missing"
+            status = run.status if run is not None else _absent(runs, cell, seed)
             if status == "completed":
                 value = metric(run, settings)
                 status = "without the metric" if value is None else status
@@ -284,8 +284,16 @@ def _short(cell: Cell) -> str:
     return f"{label(cell.model)} {extra}"
 
 
+def _absent(runs: list[Run], cell: Cell, seed: int) -> str:
+    """Why no run answers the cell: none at all, or one of another config (other overrides,
+    epochs or code defaults; the report's missing-runs list names the differences)."""
+    names = (cell.dataset, cell.model, cell.optim, seed)
+    other = any((run.dataset, run.model, run.optim, run.seed) == names for run in runs)
+    return "only under another config" if other else "missing"
+
+
 def _problem(status: str) -> str:
-    if status in ("diverged", "without the metric", "missing"):
+    if status in ("diverged", "without the metric", "missing", "only under another config"):
         return status
     return "not finished"
 
