@@ -346,8 +346,7 @@ def mixed_commit_lines(artifact: Artifact, runs: list[Run]) -> list[str]:
     for _, cell, seed in artifact.expected():
         run = find_run(runs, cell, seed)
         if run is not None and run.mixed_commits:
-            parts = [f"{commit[:12]} ({epochs if epochs is not None else '?'} epochs)"
-                     for commit, epochs in run.commits]
+            parts = [f"{commit[:12]} ({epochs})" for commit, epochs in run.commits]
             lines.append(f"  {run.name}: {', '.join(parts)}")
     if not lines:
         return []

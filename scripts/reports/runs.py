@@ -173,17 +173,18 @@ class Run:
         return meta if isinstance(meta, dict) else {}
 
     @property
-    def commits(self) -> list[tuple[str, object]]:
-        """(commit, epochs it trained) for each commit that trained the run, in order: config.yaml
-        `meta.commits`, else the one `meta.git_commit` of a run that predates the list."""
-        found = []
-        listed = self.meta.get("commits")
-        for item in listed if isinstance(listed, list) else []:
-            if isinstance(item, dict) and isinstance(item.get("commit"), str):
-                found.append((item["commit"], item.get("epochs")))
-        if not found and isinstance(self.meta.get("git_commit"), str):
-            found.append((self.meta["git_commit"], None))
-        return found
+    def commits(self) -> list[tuple[str, str]]:
+        """(commit, the epochs it trained, as text) for each commit that trained the run, in
+        order: the `commits` list ({commit, epochs: [first, last]}) of summary.json, else of
+        config.yaml's meta; else the one `meta.git_commit` of a run that predates the list."""
+        for listed in (self.summary.get("commits"), self.meta.get("commits")):
+            found = [(item["commit"], _epochs_text(item.get("epochs")))
+                     for item in (listed if isinstance(listed, list) else [])
+                     if isinstance(item, dict) and isinstance(item.get("commit"), str)]
+            if found:
+                return found
+        commit = self.meta.get("git_commit")
+        return [(commit, "?")] if isinstance(commit, str) else []
 
     @property
     def mixed_commits(self) -> bool:
@@ -244,6 +245,13 @@ class Run:
         done = self.summary.get("epochs_done", len(self.records))
         total = self.summary.get("epochs", "?")
         return f"{done}/{total} epochs"
+
+
+def _epochs_text(epochs: object) -> str:
+    """`[3, 7]` -> "epochs 3-7"; anything else, as it is."""
+    if isinstance(epochs, list) and len(epochs) == 2:
+        return f"epochs {epochs[0]}-{epochs[1]}"
+    return "?" if epochs is None else f"epochs {epochs}"
 
 
 def _identity_from_path(run_dir: Path, runs_root: Path) -> dict:

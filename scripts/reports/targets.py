@@ -189,7 +189,8 @@ def endpoint_rows(artifact: Artifact, runs: list[Run]) -> list[dict]:
                 "optimizer": label(cell.optim), "seeds": str(len(done)),
                 "epochs": str(int(max(run.metrics["epoch"].max() for run in done))),
                 "final train_loss": _mean_std(seed_stats(
-                    run.metrics["train_loss"].iloc[-1] for run in done), 4),
+                    run.metrics["train_loss"].iloc[-1] for run in done
+                    if "train_loss" in run.metrics), 4),
                 "final test_loss": _mean_std(seed_stats(
                     run.metrics["test_loss"].iloc[-1] for run in done
                     if "test_loss" in run.metrics), 4),
