@@ -36,7 +36,7 @@ import torch
 import torch.nn.functional as F
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(REPO), str(REPO / "tests")]
+sys.path.insert(0, str(REPO))
 
 import bng  # noqa: E402
 
@@ -193,7 +193,7 @@ def _fixed_window(item: dict, step, device: torch.device, samples: int) -> dict:
 def data_item(item: dict, device: torch.device) -> dict:
     """CIFAR crop + flip batches through the data layer, on the device: images per second."""
     from data import build_dataset
-    from data_fixtures import make_cifar
+    from data.fixtures import make_cifar
 
     with tempfile.TemporaryDirectory() as root:
         make_cifar(root, "cifar10", n_train=item["images"], n_test=16)

@@ -17,7 +17,7 @@ with a time cap, all inside one wall-clock budget (default 460 s, under 8 minute
 A step that overruns its cap is killed and recorded as such; the next step runs. After every
 step, <out>/gpu_check.json and <out>/gpu_check.md are rewritten (a temporary file, then a
 rename), so a run killed from outside still leaves everything measured until then, with the
-GPU-hours projection of every paper artifact (scripts/gpu_projection.py).
+GPU-hours projection of every paper artifact (scripts/gpu_report.py).
 
     python3 scripts/gpu_check.py --out results/gpu_check
     python3 scripts/gpu_check.py --device cpu --out /tmp/gc   # the script itself, on a CPU, tiny
@@ -229,8 +229,8 @@ class Check:
 
     def ddp(self, deadline: float) -> tuple[str, str]:
         procs = self.args.ddp_procs or (torch.cuda.device_count() if self.device == "cuda" else 1)
-        sys.path.insert(0, str(REPO / "tests"))
-        from data_fixtures import make_cifar
+        sys.path.insert(0, str(REPO))         # the repository's packages, as run.py has them
+        from data.fixtures import make_cifar
 
         with tempfile.TemporaryDirectory() as tmp:
             make_cifar(tmp, "cifar10", n_train=128 * 8, n_test=128)

@@ -31,7 +31,7 @@ from torch import nn
 import bng
 from bng_helpers import SmallCNN, assert_same_params
 from conftest import REPO, cli_env, compose_config, run_cli, train_in_process
-from data_fixtures import (
+from data.fixtures import (
     PTB_TEST,
     PTB_TRAIN,
     make_cifar,

@@ -12,9 +12,7 @@ import yaml
 
 from data import DataError, build_dataset, default_data_root
 from data.common import atomic_torch_save, load_cache
-from data.text import clean_str
-from data.vision import CIFAR_STATS, holdout_split
-from tests.data_fixtures import (
+from data.fixtures import (
     FIXTURE_CFG,
     PTB_TRAIN,
     fixture_pixel,
@@ -24,6 +22,8 @@ from tests.data_fixtures import (
     make_ptb,
     make_rt,
 )
+from data.text import clean_str
+from data.vision import CIFAR_STATS, holdout_split
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "dataset"
 

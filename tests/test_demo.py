@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from conftest import REPO, cli_env
-from data_fixtures import make_cifar, make_rt
+from data.fixtures import make_cifar, make_rt
 
 
 def test_make_demo_renders_figure_table_and_diagnostics(tmp_path: Path):

@@ -20,7 +20,7 @@ import yaml
 from omegaconf import DictConfig
 
 from conftest import REPO, compose_config, train_in_process
-from data_fixtures import make_cifar, make_imagenet, make_mnist, make_ptb, make_rt
+from data.fixtures import make_cifar, make_imagenet, make_mnist, make_ptb, make_rt
 from experiments.config import check_config
 from scripts.reports.grids import ARTIFACTS
 from scripts.reports.sweeps import config_default, experiment_names, read_sweep

@@ -279,7 +279,7 @@ def test_ddp_resume_mid_epoch_matches_uninterrupted(tmp_path):
     and reloads its own, so the resumed run's metrics equal an uninterrupted run's bitwise."""
     import random
 
-    from data_fixtures import make_ptb
+    from data.fixtures import make_ptb
 
     words = "the cat sat on mat a dog ran to log N <unk>".split()
     pick = random.Random(0)             # no period: each rank's rows are different text

@@ -19,7 +19,7 @@ import yaml
 from omegaconf import open_dict
 
 from conftest import REPO, cli_env, compose_config, run_cli, stop_at_checkpoint, train_in_process
-from data_fixtures import make_mnist, make_ptb
+from data.fixtures import make_mnist, make_ptb
 from experiments.config import check_config
 from experiments.errors import (
     EXIT_BUSY,
