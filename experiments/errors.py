@@ -1,7 +1,8 @@
 """The engine's error types and exit codes: the bottom of its import graph (imports nothing of it).
 
 A user can fix every error below; it is printed as one line that names the problem and the fix,
-never as a traceback. The exit codes are the ones the README's table lists:
+never as a traceback. The exit codes are the ones the README's table lists (docs/DESIGN.md,
+"Signals, resume and exit codes").
 """
 
 from __future__ import annotations
