@@ -14,7 +14,7 @@ import pytest
 import yaml
 
 from scripts.reports import cli, grids
-from scripts.reports.expected import IGNORED
+from scripts.reports.expected import IGNORED, UNKNOWN, compose
 from scripts.reports.grids import ARTIFACTS, find_run, pending_runs
 from scripts.reports.runs import load_runs
 from tests.test_reports import run_config, write_run
@@ -174,6 +174,23 @@ def test_runs_trained_by_more_than_one_commit_are_marked(tmp_path, capsys):
             "(epochs 5-30)") in printed
 
 
+def test_the_config_a_cell_asks_for_is_composed_in_hydras_order():
+    quick = compose("rt", "kimcnn", "adam", "table4_quick")
+    assert (quick["epochs"], quick["dataset.limit"]) == (3, 2000)        # the quick twin's body
+    full = compose("rt", "kimcnn", "adam", "table4")
+    assert (full["epochs"], full["batch_size"]) == (150, 50)      # ${dataset.train.epochs}, ...
+    assert full["model.net.windows"] == [3, 4, 5]                 # ${oc.select:...,default}
+    assert full["model.net.vocab_size"] is UNKNOWN                 # filled from the data
+    assert "data_root" not in full and "device" not in full        # identity-exempt
+    told = compose("rt", "kimcnn", "adam", "table4", run_args=[("epochs", "10")])
+    assert (told["epochs"], told["dataset.train.epochs"]) == (10, 150)
+    # overrides land before interpolations resolve, as in Hydra
+    deeper = compose("rt", "kimcnn", "adam", None, run_args=[("dataset.train.epochs", "5")])
+    assert deeper["epochs"] == 5
+    swept = compose("ptb", "lstm", "sgdm", "figure3", (("dataset.bptt", "400"),))
+    assert swept["dataset.bptt"] == 400 and swept["epochs"] == 40
+
+
 def test_the_reports_exempt_keys_are_the_engines():
     from experiments.record import IGNORED as ENGINE
 
@@ -192,8 +209,9 @@ def test_a_run_without_a_readable_config_is_not_counted(tmp_path):
     artifact = grids.demo_artifacts()["demo_table"]
     runs = load_runs(tmp_path)
     assert find_run(runs, artifact.grids[0].cell("digits", "mlp6", "adam"), 1) is None
-    assert any("config.yaml is missing or damaged" in p.detail
-               for p in pending_runs(artifact, runs))
+    listed = {p.cell.optim: p for p in pending_runs(artifact, runs) if p.cell.model == "mlp6"}
+    assert listed["adam"].state == "present but its config cannot be checked"
+    assert listed["adam"].detail == "config.yaml missing or damaged [runs/digits/mlp6/adam/default/seed1]"
 
 
 @pytest.mark.slow

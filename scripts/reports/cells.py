@@ -12,7 +12,7 @@ from functools import cache
 
 from .expected import compose, differences
 from .runs import STATUS_RANK, Run
-from .sweeps import config_default
+from .sweeps import SweepError, config_default
 
 NO_CONFIG = "its config.yaml is missing or damaged, so its config cannot be checked"
 
@@ -46,8 +46,9 @@ class Cell:
         name = {"dataset": self.dataset, "model": self.model, "optim": self.optim}.get(group)
         return config_default(group, name, rest) if name else None
 
-    def expected(self) -> dict:
-        """The flat config this cell asks for (read-only; see .expected.compose)."""
+    def expected(self) -> dict | str:
+        """The flat config this cell asks for (read-only; see .expected.compose), or why it
+        cannot be composed (a dataset with no config: `--dataset` misspelt)."""
         return _expected(self)
 
     def differences(self, run: Run) -> list[str]:
@@ -57,7 +58,10 @@ class Cell:
             return [f"{'/'.join(names)} (expected {self.dataset}/{self.model}/{self.optim})"]
         if not run.config or "config.yaml" in run.damaged:
             return [NO_CONFIG]
-        return differences(self.expected(), run.config)
+        expected = self.expected()
+        if isinstance(expected, str):
+            return [f"the cell's own config cannot be read ({expected})"]
+        return differences(expected, run.config)
 
     def matches(self, run: Run) -> bool:
         return not self.differences(run)
@@ -74,9 +78,12 @@ class Cell:
 
 
 @cache
-def _expected(cell: Cell) -> dict:
-    return compose(cell.dataset, cell.model, cell.optim, cell.experiment, cell.overrides,
-                   cell.run_args)
+def _expected(cell: Cell) -> dict | str:
+    try:
+        return compose(cell.dataset, cell.model, cell.optim, cell.experiment, cell.overrides,
+                       cell.run_args)
+    except SweepError as error:
+        return str(error)
 
 
 def _candidates(runs: list[Run], cell: Cell, seed: int) -> list[Run]:

@@ -189,6 +189,10 @@ def same(stored: Any, wanted: Any) -> bool:
     return same_value(stored, wanted)
 
 
+def _known(value: Any) -> bool:
+    return all(_known(item) for item in value) if isinstance(value, list) else value is not UNKNOWN
+
+
 def show(value: Any) -> str:
     if value is None:
         return "unset"
@@ -204,7 +208,7 @@ def differences(expected: Mapping[str, Any], config: Mapping) -> list[str]:
     stored.pop("seed", None)
     out = [f"{key} {show(stored.get(key))} (expected {show(wanted)})"
            for key, wanted in expected.items()
-           if wanted is not UNKNOWN and not same(stored.get(key), wanted)]
+           if _known(wanted) and not same(stored.get(key), wanted)]
     out += [f"{key} {show(value)} (expected unset)" for key, value in stored.items()
             if key not in expected and value is not None]
     return out

@@ -7,7 +7,7 @@ from __future__ import annotations
 import itertools
 from dataclasses import dataclass, replace
 
-from .cells import Cell, find_run, nearest_other, resume_command
+from .cells import NO_CONFIG, Cell, find_run, nearest_other, resume_command
 from .expected import parse_overrides, summarize
 from .runs import PENDING, Run
 from .sweeps import experiment_exists, read_sweep
@@ -307,6 +307,7 @@ def pending_runs(artifact: Artifact, runs: list[Run], out_dir: str = "results",
 
 
 OTHER = "present but made under another config"
+UNCHECKED = "present but its config cannot be checked"
 
 
 def _absent(runs: list[Run], cell: Cell, seed: int, fresh: str,
@@ -317,6 +318,8 @@ def _absent(runs: list[Run], cell: Cell, seed: int, fresh: str,
     if near is None:
         return Pending(cell, seed, "missing", fresh)
     run, found = near
+    if found == [NO_CONFIG]:
+        return Pending(cell, seed, UNCHECKED, fresh, f"config.yaml missing or damaged [{run.name}]")
     return Pending(cell, seed, OTHER, fresh, f"{summarize(found)} [{run.name}]")
 
 
@@ -328,7 +331,7 @@ def format_pending(artifact: Artifact, pending: list[Pending], limit: int | None
         return f"[{artifact.name}] all {expected} runs present."
     lines = [f"[{artifact.name}] {len(pending)} run(s) without a result (of {expected} expected):"]
     for item in pending[:limit]:
-        joint = ": " if item.state == OTHER else ", "
+        joint = ": " if item.state in (OTHER, UNCHECKED) else ", "
         note = f"  # {item.state}" + (f"{joint}{item.detail}" if item.detail else "")
         lines.append(f"  {item.command}{note}")
     if limit is not None and len(pending) > limit:
