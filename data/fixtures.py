@@ -1,4 +1,4 @@
-"""Tiny dataset files in the real on-disk formats, for tests (ours and the engine's).
+"""Tiny dataset files in the real on-disk formats, for the tests and the GPU check's runs.
 
 Each `make_*(root, ...)` writes under `root` exactly where `data.build_dataset(cfg, root)`
 looks, and returns the folder it wrote. Fixture files are not the official ones, so a
@@ -6,7 +6,7 @@ dataset config loading them needs `verify_md5: false` (`FIXTURE_CFG`); `digits` 
 fixture at all. Pixel values are deterministic: image i of a split is recognizable
 (`fixture_pixel(i)`), which the tests use to check crops and subsets.
 
-    from tests.data_fixtures import make_cifar, FIXTURE_CFG
+    from data.fixtures import make_cifar, FIXTURE_CFG
     make_cifar(tmp_path)                       # 100 train, 20 test images
     ds = build_dataset({"name": "cifar10", **FIXTURE_CFG}, root=tmp_path)
 """
