@@ -274,24 +274,22 @@ def bench_e2e(repeats: int, copies: int, pairs: list[str] | None, only: list[str
 # --- loop: the suite's epoch against a hand-written one ----------------------------------------
 
 def bench_loop(epochs: int, copies: int) -> None:
-    from omegaconf import OmegaConf
+    from hydra import compose, initialize_config_dir
 
     from data import build_dataset
     from experiments.distributed import Dist
     from experiments.loops import EpochState, Task, epoch_metrics, evaluate, train_epoch
     from experiments.optim import build_optimizer
 
-    root_cfg = OmegaConf.load(REPO / "configs" / "config.yaml")
-    dataset_cfg = OmegaConf.load(REPO / "configs" / "dataset" / "digits.yaml")
-    optim_cfg = OmegaConf.load(REPO / "configs" / "optim" / "adam.yaml")
-    optim_cfg.weight_decay = 0.0
-    optim_cfg.normalize.norm_dtype = OmegaConf.load(
-        REPO / "configs" / "model" / "mlp18.yaml").norm_dtype
+    # The config `python run.py dataset=digits model=mlp18 optim=adam` trains with.
+    with initialize_config_dir(config_dir=str(REPO / "configs"), version_base=None):
+        cfg = compose("config", overrides=["dataset=digits", "model=mlp18", "optim=adam"])
+    optim_cfg, dataset_cfg = cfg.optim, cfg.dataset
     batch = int(dataset_cfg.train.batch_size)
     data = build_dataset(dataset_cfg, device="cpu", seed=1)  # digits: bundled, no files
     device = torch.device("cpu")
 
-    every = int(root_cfg.grad_norm_every)
+    every = int(cfg.grad_norm_every)
     torch.manual_seed(1)
     init = models.mlp(18, in_features=64).state_dict()
 

@@ -61,12 +61,14 @@ def sync(device: torch.device) -> None:
 
 def build_model(name: str, device: torch.device) -> tuple[torch.nn.Module, object]:
     """The net of configs/model/<name>.yaml on a stand-in dataset, and its norm_dtype."""
+    from hydra import compose, initialize_config_dir
     from hydra.utils import instantiate
     from omegaconf import OmegaConf
 
     config, dataset = MODELS[name]
-    cfg = OmegaConf.merge({"dataset": dataset},
-                          {"model": OmegaConf.load(REPO / "configs" / "model" / f"{config}.yaml")})
+    with initialize_config_dir(config_dir=str(REPO / "configs"), version_base=None):
+        model = compose("config", overrides=[f"model={config}"]).model   # its base merged in
+    cfg = OmegaConf.merge({"dataset": dataset}, {"model": OmegaConf.to_container(model)})
     torch.manual_seed(0)
     net = instantiate(cfg.model.net).to(device)
     if device.type == "cuda" and (name.startswith("resnet") or name.startswith("preact")):
