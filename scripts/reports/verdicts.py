@@ -87,11 +87,18 @@ def load_claims(path: Path = CLAIMS_FILE) -> dict:
         raise ClaimsError(f"cannot read the claims file {path}: {first}") from error
     if not isinstance(data, dict) or not isinstance(data.get("claims"), list):
         raise ClaimsError(f"{path}: expected a mapping with a `claims:` list")
+    for key in ("settings", "metrics"):
+        if not isinstance(data.get(key), dict):
+            raise ClaimsError(f"{path}: expected a `{key}:` mapping")
     for claim in data["claims"]:
+        if not isinstance(claim, dict):
+            raise ClaimsError(f"{path}: each claim is a mapping, not {str(claim)[:60]!r}")
         missing = [k for k in ("id", "artifact", "quote", "compare") if k not in claim]
         if missing:
             raise ClaimsError(f"{path}: claim {claim.get('id', '?')} lacks {missing}")
-        for entry in claim["compare"]:
+        if not all(isinstance(entry, dict) for entry in _as_list(claim["compare"])):
+            raise ClaimsError(f"{path}: claim {claim['id']}: `compare` is a list of mappings")
+        for entry in _as_list(claim["compare"]):
             for metric in _as_list(entry.get("metric")):
                 if metric not in METRICS or metric not in data.get("metrics", {}):
                     raise ClaimsError(f"{path}: claim {claim['id']}: unknown metric {metric!r}")
@@ -166,7 +173,7 @@ def _expand(entry: dict) -> list[dict]:
 
 def comparisons(claim: dict, resolver: Resolver, data: dict) -> list[Comparison]:
     out = []
-    for entry in claim["compare"]:
+    for entry in _as_list(claim["compare"]):
         for spec in _expand(entry):
             out += _build(spec, resolver, data)
     return out
@@ -367,7 +374,7 @@ def evaluate(artifacts: dict[str, Artifact], runs: list[Run], data: dict | None 
             found = comparisons(claim, resolver, data)
         except ClaimsError as error:    # e.g. --dataset digits: Figure 2 names CIFAR cells
             out.append(ClaimResult(claim, artifact.scale, [], "untestable",
-                                   f"its cells are not in this grid: {error}", None))
+                                   f"cannot be checked on this grid: {error}", None))
             continue
         results = [measure(c, runs, seeds, data, protocol, artifact.scale) for c in found]
         decide(results, data)
