@@ -25,9 +25,39 @@ __all__ = ["ConfigError", "check_config", "command_line", "provenance", "resolve
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
 REPO_DIR = CONFIG_DIR.parent
 
-if not OmegaConf.has_resolver("extra_dir"):
-    # The <extra> part of the run folder: the overrides that change a run's result, or "default".
-    OmegaConf.register_new_resolver("extra_dir", lambda dirname: dirname or "default")
+# A file system refuses a longer name than this in one path component (ext4, xfs, tmpfs, ...).
+MAX_NAME_BYTES = 255
+
+
+def path_part(value: object, key: str) -> str:
+    """`value` as one folder name of a run's path, checked before Hydra creates the folder: a
+    separator or `..` would put the run (and retrain=true's deletions) outside out_dir."""
+    name = str(value)
+    if "/" in name or (os.altsep and os.altsep in name) or name in (".", "..") or "\0" in name:
+        raise ConfigError(
+            f"{key}={name!r} would put the run folder outside out_dir: the values that name a "
+            "run's folder may not hold a path separator or be '..'. Nothing was written.")
+    size = len(os.fsencode(name))
+    if size > MAX_NAME_BYTES:
+        raise ConfigError(
+            f"the run folder name {name[:60]}... is {size} bytes; a file system allows "
+            f"{MAX_NAME_BYTES}. It is made of the overrides that change the result: name fewer or "
+            "shorter ones on the command line (the values an experiment config in "
+            "configs/experiment/ sets do not name the folder). Nothing was written.")
+    return name
+
+
+def run_path(dataset: object, model: object, optim: object, extra: str, seed: object) -> str:
+    """A run's folder below <out_dir>/runs: <dataset>/<model>/<optim>/<extra>/seed<k>, where
+    <extra> is the overrides that change the result (Hydra's override_dirname) or "default"."""
+    parts = [path_part(dataset, "dataset.name"), path_part(model, "model.name"),
+             path_part(optim, "optim.name"), path_part(extra or "default", "<extra>"),
+             path_part(f"seed{seed}", "seed")]
+    return "/".join(parts)
+
+
+if not OmegaConf.has_resolver("run_path"):
+    OmegaConf.register_new_resolver("run_path", run_path)
 
 
 def group_choices(group: str) -> list[str]:
@@ -77,21 +107,41 @@ def check_config(cfg: DictConfig) -> None:
         raise ConfigError(f"retrain must be true or false, got {cfg.retrain!r}.")
     if cfg.amp not in ("off", "bf16"):
         raise ConfigError(f"amp must be 'off' or 'bf16', got {cfg.amp!r}.")
+    if cfg.get("resume_across_commits", "allow") not in ("allow", "refuse"):
+        raise ConfigError("resume_across_commits must be 'allow' or 'refuse', got "
+                          f"{cfg.resume_across_commits!r}.")
+    for key in ("dataset.name", "model.name", "optim.name", "seed"):
+        path_part(OmegaConf.select(cfg, key), key)      # Hydra checks these too, for its folder
 
 
 def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
+    try:
+        device = torch.device(str(name))
+    except RuntimeError:
+        device = None
+    if device is None or device.type not in ("cpu", "cuda"):
+        raise ConfigError(f"device={name} is not a device this suite trains on: use device=auto, "
+                          "cpu, cuda or cuda:<index>.")
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ConfigError(f"device={name} was asked for, but CUDA is not available here. "
                           "Use device=cpu or device=auto.")
     return device
 
 
-def command_line(task_overrides: list[str]) -> str:
+# Where the data sits is the machine's business, not the run's: a results folder copied to
+# another machine must not carry (or depend on) this one's paths. Set BNG_DATA_ROOT there.
+UNSTORED_OVERRIDES = ("data_root",)
+
+
+def command_line(task_overrides: list[str], stored: bool = False) -> str:
     """The command that reproduces this one run: `python run.py ...`, or under torchrun the
-    torchrun command that started this process (its parent), with this run's overrides."""
+    torchrun command that started this process (its parent), with this run's overrides. The
+    `stored` form, kept in the run files, leaves out UNSTORED_OVERRIDES."""
+    if stored:
+        task_overrides = [o for o in task_overrides
+                          if o.split("=", 1)[0].lstrip("+~") not in UNSTORED_OVERRIDES]
     args = " ".join(shlex.quote(o) for o in task_overrides)
     if "TORCHELASTIC_RUN_ID" not in os.environ:
         return f"python run.py {args}".rstrip()

@@ -44,6 +44,15 @@ class RunBusy(RunError):
     exit_code = EXIT_BUSY
 
 
+class DamagedFile(ValueError):
+    """A run file exists but cannot be read as what it should be (truncated, binary, wrong type)."""
+
+
+class Diverged(RuntimeError):
+    """The training loss, or a test loss or metric, became NaN or infinite: the run ends as
+    `diverged`, a result rather than an error."""
+
+
 def describe_os_error(err: OSError) -> str:
     """One line for a failed file operation: what failed, on which path, and the fix."""
     where = f" {err.filename}" if err.filename else ""
@@ -53,6 +62,8 @@ def describe_os_error(err: OSError) -> str:
         errno.EROFS: "point out_dir= at a writable folder",
         errno.EACCES: "fix the folder's permissions, or point out_dir= at a writable folder",
         errno.EPERM: "fix the folder's permissions, or point out_dir= at a writable folder",
+        errno.ENAMETOOLONG: "name fewer or shorter overrides on the command line; the values an "
+                            "experiment config (configs/experiment/) sets do not name the folder",
     }
     fix = fixes.get(err.errno or 0, "check the disk and the path")
     reason = (err.strerror or str(err)).lower()
@@ -76,3 +87,51 @@ def describe(err: BaseException) -> str:
     """The one line that summary.json's `message` and the terminal show for `err`."""
     known = user_error(err)
     return known[1] if known else f"{type(err).__name__}: {err}"
+
+
+def startup_error(err: BaseException) -> str | None:
+    """The one line for an error raised before the run's own code starts: while Hydra parses the
+    command line, composes the config or makes the run folder. None for anything else (a bug).
+
+    A RunError raised in one of our resolvers (a run folder name that escapes out_dir, say)
+    reaches us wrapped in OmegaConf's InterpolationResolutionError: its own line is the one shown.
+    """
+    from hydra.errors import HydraException, InstantiationException, OverrideParseException
+    from omegaconf.errors import OmegaConfBaseException
+
+    cause: BaseException | None = err
+    while cause is not None:
+        if isinstance(cause, RunError):
+            return str(cause)
+        cause = cause.__cause__ or cause.__context__
+    if isinstance(err, OverrideParseException):
+        override = one_line(str(err)).split("Exception: ", 1)[-1]  # drop the grammar's class
+        return (f"cannot parse the override {override}. Quote a value that holds "
+                """characters outside Hydra's grammar (non-ASCII letters, spaces): 'key="value"'.""")
+    if isinstance(err, OSError) and not isinstance(err, HydraException):
+        return describe_os_error(err)
+    if isinstance(err, InstantiationException):   # a target's constructor failed: maybe a bug
+        return None
+    if isinstance(err, (HydraException, OmegaConfBaseException)):
+        return one_line(str(err))
+    return None
+
+
+def one_line(text: str) -> str:
+    """Hydra's several-line messages as one line: a header ending in ':' followed by indented
+    items (its list of available choices) becomes `header: a, b, c`; the config search path, the
+    grammar's caret line and its link are dropped."""
+    out: list[str] = []
+    for raw in text.splitlines():
+        line = raw.strip()
+        if line.startswith(("Config search path", "See https://hydra.cc")):
+            break
+        if not line or set(line) == {"^"}:
+            continue
+        if raw[:1] in (" ", "\t") and out and out[-1].endswith((":", ",")):
+            out[-1] = f"{out[-1]}{' ' if out[-1].endswith(':') else ' '}{line},"
+        else:
+            out.append(line)
+    parts = [part.rstrip(",") for part in out]
+    return " ".join(p if p.endswith((".", ":")) or i == len(parts) - 1 else f"{p}."
+                    for i, p in enumerate(parts))

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import fcntl
 import json
+import math
 import os
 import secrets
 from collections.abc import Iterator
@@ -21,9 +22,10 @@ from typing import Any
 import torch
 import yaml
 
+from .errors import DamagedFile
 
-class DamagedFile(ValueError):
-    """A run file exists but cannot be read as what it should be (truncated, binary, wrong type)."""
+__all__ = ["DamagedFile", "RunLock", "read_json", "read_jsonl", "read_yaml", "remove_orphans",
+           "save_torch", "strict", "write_json", "write_jsonl", "write_status", "write_text"]
 
 
 @contextmanager
@@ -51,8 +53,38 @@ def write_text(path: Path, text: str) -> None:
             os.fsync(f.fileno())
 
 
+def strict(obj: Any, path: str = "") -> tuple[Any, list[str]]:
+    """`obj` with every NaN or infinity replaced by null, and the dotted paths of those values.
+
+    JSON has no NaN: Python writes a bare `NaN` that strict parsers (jq, JavaScript, Go) reject.
+    Values that are not JSON types (a tensor, a numpy number) become floats first.
+    """
+    if isinstance(obj, dict):
+        out, bad = {}, []
+        for key, value in obj.items():
+            out[key], found = strict(value, f"{path}{key}.")
+            bad += found
+        return out, bad
+    if isinstance(obj, (list, tuple)):
+        pairs = [strict(value, f"{path}{i}.") for i, value in enumerate(obj)]
+        return [value for value, _ in pairs], [p for _, found in pairs for p in found]
+    if obj is None or isinstance(obj, (str, bool, int)):
+        return obj, []
+    value = float(obj)
+    return (value, []) if math.isfinite(value) else (None, [path.rstrip(".")])
+
+
+def _strict_object(obj: Any) -> Any:
+    """strict(obj), and for an object the paths of its non-finite values, which it names under
+    `nonfinite` so that a reader can tell a null that was a NaN from a missing value."""
+    clean, bad = strict(obj)
+    if bad and isinstance(clean, dict):
+        clean["nonfinite"] = sorted(set(clean.get("nonfinite") or []) | set(bad))
+    return clean
+
+
 def _json(obj: Any) -> str:
-    return json.dumps(obj, indent=2, sort_keys=True, default=float) + "\n"
+    return json.dumps(_strict_object(obj), indent=2, sort_keys=True, allow_nan=False) + "\n"
 
 
 def write_json(path: Path, obj: Any) -> None:
@@ -74,8 +106,10 @@ def write_jsonl(path: Path, rows: list[dict]) -> None:
     """Rewrite the whole file: it is one line per epoch, so small, and never left half-written.
 
     Keys keep their order: `grad_norms` lists the blocks input to output, as the model has them.
+    A non-finite value is written as null and named in the row's `nonfinite` list.
     """
-    write_text(path, "".join(json.dumps(row) + "\n" for row in rows))
+    write_text(path, "".join(json.dumps(_strict_object(row), allow_nan=False) + "\n"
+                             for row in rows))
 
 
 def save_torch(path: Path, obj: Any) -> None:

@@ -22,6 +22,7 @@ from tqdm import tqdm
 import bng
 
 from .distributed import Dist, all_sum, any_rank
+from .errors import Diverged
 
 
 @dataclass
@@ -68,10 +69,6 @@ class Task:
     log_every: int = 25
     top5: bool = False
     extra_step: list[Callable[[], None]] = field(default_factory=list)
-
-
-class Diverged(RuntimeError):
-    """The training loss became NaN or infinite."""
 
 
 def _autocast(task: Task):

@@ -17,15 +17,29 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .errors import IdentityMismatch, ResumeError
-from .io import DamagedFile, read_json, read_jsonl, read_yaml
+import yaml
 
-# Keys that cannot change a run's result: where and how it runs, and what it prints or keeps.
-# `dataset.vocab_size` is filled from the loaded data, so it is part of the data identity.
-# `grad_norm_every` only sets how densely the per-layer diagnostics are sampled.
-IGNORED = ("device", "data_root", "download", "out_dir", "log_every", "grad_norm_every", "logger",
-           "launcher", "keep_checkpoint", "retrain", "meta", "hydra", "dataset.workers",
-           "dataset.verify_md5", "dataset.vocab_size")
+from .errors import DamagedFile, IdentityMismatch, ResumeError
+from .io import read_json, read_jsonl, read_yaml
+
+ROOT_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "config.yaml"
+# The overrides that do not name a run's <extra> folder but are its other parts: their values
+# are in the identity (the whole dataset, model and optim nodes, and the seed).
+FOLDER_KEYS = ("dataset", "model", "optim", "seed", "experiment")
+
+
+def exempt_keys(root_config: Path = ROOT_CONFIG) -> tuple[str, ...]:
+    """The keys that cannot change a run's result (where and how it runs, what it prints,
+    samples or keeps): configs/config.yaml's `override_dirname.exclude_keys`, the one list,
+    less FOLDER_KEYS and without Hydra's `+`/`++` prefixes."""
+    hydra = (yaml.safe_load(root_config.read_text()) or {}).get("hydra") or {}
+    keys = hydra["job"]["config"]["override_dirname"]["exclude_keys"]
+    return tuple(dict.fromkeys(k.lstrip("+") for k in keys if k.lstrip("+") not in FOLDER_KEYS))
+
+
+# What the identity leaves out: the exempt keys, the run's own records (`meta`, `hydra`), and
+# `dataset.vocab_size`, filled from the loaded data and so part of the data identity.
+IGNORED = (*exempt_keys(), "meta", "hydra", "dataset.vocab_size")
 FINISHED = ("completed", "diverged")
 RUN_FILES = ("summary.json", "metrics.jsonl", "config.yaml", "checkpoint.pt")
 MAXIMIZE = ("test_acc", "test_top1", "test_top5")
@@ -205,7 +219,37 @@ def rebuild_summary(stored: StoredRun, epochs: int, command: str) -> dict:
             "wall_seconds": sum(row.get("epoch_seconds", 0.0) for row in history),
             "command": stored.meta.get("command") or command, "run_dir": str(stored.run_dir),
             "identity": identity.stored() if identity else None,
+            "commits": prior_commits(stored, None, len(history) + 1, 0),
             "message": "summary.json rebuilt from metrics.jsonl"}
+
+
+def prior_commits(stored: StoredRun, from_checkpoint: list[dict] | None, epoch: int,
+                  batch: int) -> list[dict]:
+    """The commits that trained a run that stands at (`epoch`, `batch`): the checkpoint's
+    record, else the stored one, else (a run from before the record) one entry for
+    config.yaml's `git_commit` over every epoch trained so far."""
+    last = epoch if batch else epoch - 1
+    if last < 1:
+        return []
+    if from_checkpoint:
+        return [dict(c, epochs=list(c["epochs"])) for c in from_checkpoint]
+    kept = (stored.summary or {}).get("commits") or stored.meta.get("commits")
+    if isinstance(kept, list) and kept:
+        commits = [dict(c, epochs=list(c["epochs"])) for c in kept]
+        commits[-1]["epochs"][1] = max(commits[-1]["epochs"][1], last)
+        return commits
+    return [{"commit": str(stored.meta.get("git_commit") or "unknown"), "epochs": [1, last]}]
+
+
+def continue_commits(commits: list[dict], commit: str, epoch: int) -> dict | None:
+    """Add `commit`, which trains from `epoch` on, to the record; returns the entry of the
+    commit it takes over from when that is another one (a resume across commits), else None.
+    Two entries share an epoch when it was stopped halfway: each commit trained part of it."""
+    if commits and commits[-1]["commit"] == commit:
+        return None
+    previous = commits[-1] if commits else None
+    commits.append({"commit": commit, "epochs": [epoch, epoch]})
+    return previous
 
 
 def check_identity(stored: StoredRun, new: Identity, retrain: bool) -> bool:

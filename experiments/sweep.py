@@ -34,12 +34,13 @@ class CellFailed(CompactHydraException):
     """A sweep cell that failed in another process; Hydra prints its message, not a traceback."""
 
 
-def run_cell(run: Callable[[DictConfig], dict], cfg: DictConfig) -> dict:
-    """`run(cfg)` for one run or one sweep cell, turning its errors into lines and exit codes."""
+def run_cell(run: Callable[[DictConfig, Path, list[str]], dict], cfg: DictConfig) -> dict:
+    """`run(cfg, run_dir, overrides)` for one run or one sweep cell, with the folder and the
+    command line's overrides that Hydra chose, turning its errors into lines and exit codes."""
     hydra_cfg = HydraConfig.get()
     in_sweep = hydra_cfg.mode == RunMode.MULTIRUN
     try:
-        return run(cfg)
+        return run(cfg, Path(hydra_cfg.runtime.output_dir), list(hydra_cfg.overrides.task))
     except KeyboardInterrupt:
         sys.exit(EXIT_INTERRUPT)
     except Exception as err:

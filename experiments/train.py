@@ -1,37 +1,37 @@
-"""One run, start to finish: check, lock, load the data, match the folder, train, record.
+"""One run, start to finish: decide what to do with the folder, train, finish.
 
 The run folder holds everything (docs/DESIGN.md, "Run outputs"). Only rank 0 writes it.
 Running the same command again skips a completed run and resumes an interrupted one; a command
-of another config stops without touching the folder (experiments/record.py).
+of another config stops without touching the folder (experiments/record.py). Signals live in
+experiments/signals.py, checkpoints in experiments/checkpoint.py.
 """
 
 from __future__ import annotations
 
+import errno
 import math
-import signal
-import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from . import distributed
+from .checkpoint import Progress, load_checkpoint, save_checkpoint
 from .config import check_config, command_line, provenance, resolve_device
-from .errors import ConfigError, IdentityMismatch, ResumeError, RunBusy, describe
+from .errors import ConfigError, Diverged, IdentityMismatch, ResumeError, RunBusy, describe
 from .io import (
     RunLock,
     read_json,
     remove_orphans,
-    save_torch,
     write_json,
     write_jsonl,
     write_status,
     write_text,
 )
-from .loops import Diverged, EpochState, Task, epoch_metrics, evaluate, train_epoch
+from .loops import EpochState, Task, epoch_metrics, evaluate, train_epoch
 from .optim import build_optimizer
 from .record import (
     FINISHED,
@@ -39,61 +39,124 @@ from .record import (
     StoredRun,
     best_metrics,
     config_identity,
+    continue_commits,
     data_identity,
     decide,
+    prior_commits,
 )
 from .schedule import build_schedule
+from .signals import StopRequest
 
 __all__ = ["ResumeError", "StopRequest", "run"]
 
+# A folder the process may read but not write: a completed run there is still skipped.
+READ_ONLY = (errno.EACCES, errno.EPERM, errno.EROFS)
 
-class StopRequest:
-    """Turns SIGTERM/SIGUSR2/SIGINT into a flag the loop checks between steps.
 
-    After the checkpoint is written, `hand_over` restores the previous handlers and raises the
-    signals again, so submitit's own handler requeues the job, or the process ends as it would
-    have. Every signal that arrived is kept, in order: Python runs the handlers of signals that
-    are pending together in signal-number order, so TERM (15) and USR2 (12) sent back to back
-    (submitit's own preemption) may both be seen before the loop looks, and the USR2 that
-    requeues must not be lost behind the TERM that submitit ignores.
-    """
+@dataclass(frozen=True)
+class RunContext:
+    """What stays fixed for one run."""
 
-    SIGNALS = (signal.SIGTERM, signal.SIGUSR2, signal.SIGINT)
+    cfg: DictConfig
+    run_dir: Path
+    stored_dir: str          # run_dir as the run files keep it: relative to out_dir
+    command: str             # the command as typed, for the terminal
+    stored_command: str      # the command the run files keep (no machine paths: data_root)
+    dist: distributed.Dist
+    device: torch.device
 
-    def __init__(self) -> None:
-        self.received: list[int] = []
-        self._previous: dict[int, object] = {}
+    @property
+    def main(self) -> bool:
+        return self.dist.is_main
 
-    def __enter__(self) -> StopRequest:
-        if threading.current_thread() is threading.main_thread():
-            for sig in self.SIGNALS:
-                self._previous[sig] = signal.signal(sig, self._handle)
-        return self
+    @property
+    def checkpoint(self) -> Path:
+        return self.run_dir / "checkpoint.pt"
 
-    def _handle(self, signum, frame) -> None:
-        if signum not in self.received:
-            self.received.append(signum)
 
-    def __call__(self) -> bool:
-        return bool(self.received)
+def run(cfg: DictConfig, run_dir: Path, overrides: list[str]) -> dict:
+    """Train the run that `cfg` describes in `run_dir`; returns its summary. `overrides` are the
+    command line's (the stored command). Decide, then train, then finish, in this order."""
+    lock, dist = RunLock(run_dir), distributed.Dist()
+    ours = False                                      # the folder holds this config's run
+    stored_dir = _relative(run_dir, Path(str(cfg.out_dir)))
+    try:
+        # Decide: is the config sound, the folder free, and whose run does it hold?
+        check_config(cfg)
+        dist, device = distributed.setup(resolve_device(cfg.device))
+        ctx = RunContext(cfg, run_dir, stored_dir, command_line(overrides),
+                         command_line(overrides, stored=True), dist, device)
+        read_only = _lock(lock, ctx)
+        data = _load_data(cfg, device, dist)
+        identity = Identity(config_identity(OmegaConf.to_container(cfg, resolve=True)),
+                            data_identity(data, dist.world_size))
+        stored = StoredRun.read(run_dir)
+        distributed.barrier(dist)                     # every rank has read before rank 0 writes
+        action, done = decide(stored, identity, cfg.epochs, ctx.stored_command, cfg.retrain)
+        ours = True
+        if ctx.main and read_only is None:
+            remove_orphans(run_dir)          # a killed write's leftovers, in a skipped folder too
+        if done is not None:
+            return _skip(ctx, action, done, read_only)
+        if read_only is not None:                     # this run needs writing, and cannot be
+            raise read_only
+        if action == "retrain" and ctx.main:
+            stored.discard()
+            print(f"[retrain] deleted the earlier run in {run_dir}")
+        distributed.barrier(dist)
+        # Train, then finish: the final status is written in _finish alone.
+        progress, clock, status, message = _train(ctx, data, identity, stored)
+        return _finish(ctx, identity, progress, clock, status, message)
+    except Exception as err:
+        # A failure is recorded in this config's run, or in a folder with nothing to lose;
+        # never in another config's run, nor in one that another process holds.
+        if dist.is_main and not isinstance(err, (IdentityMismatch, RunBusy)):
+            _record_failure(run_dir, stored_dir, lock, describe(err),
+                            command_line(overrides, stored=True), ours)
+        raise
+    finally:
+        lock.release()
+        distributed.teardown(dist)
 
-    def __exit__(self, *exc) -> None:
-        for sig, handler in self._previous.items():
-            signal.signal(sig, handler)
-        self._previous.clear()
 
-    def hand_over(self) -> None:
-        """Re-raise the signals to the previous handlers, which normally end the process.
+def _relative(run_dir: Path, out_dir: Path) -> str:
+    """`run_dir` relative to out_dir (runs/<dataset>/.../seed<k>), so a results folder can be
+    copied or moved; as given when it lies elsewhere."""
+    try:
+        return str(run_dir.resolve().relative_to(out_dir.resolve()))
+    except ValueError:
+        return str(run_dir)
 
-        If they all return instead (submitit's SIGTERM handler waits for the USR2 that
-        follows; SIG_IGN), the signals were not meant to end the process: training goes on,
-        watching for the next one.
-        """
-        received, self.received = self.received, []
-        self.__exit__()
-        for signum in received:
-            signal.raise_signal(signum)
-        self.__enter__()
+
+def _lock(lock: RunLock, ctx: RunContext) -> OSError | None:
+    """Take the run's lock on rank 0 (RunBusy when another process holds it). A folder that
+    cannot be written returns its error instead: only a finished run may then be skipped."""
+    read_only = None
+    try:
+        busy = ctx.main and not lock.acquire()
+    except OSError as err:
+        if err.errno not in READ_ONLY:
+            raise
+        busy, read_only = False, err
+    if distributed.any_rank(ctx.dist, busy, ctx.device):
+        raise RunBusy(f"another process is training this run right now: {ctx.run_dir}. "
+                      "Nothing was done; run the command again once it has finished.")
+    if distributed.any_rank(ctx.dist, read_only is not None, ctx.device) and read_only is None:
+        read_only = OSError(errno.EROFS, "rank 0 cannot write the run folder", str(ctx.run_dir))
+    return read_only
+
+
+def _skip(ctx: RunContext, action: str, done: dict, read_only: OSError | None) -> dict:
+    """A finished run: say so, and write a rebuilt summary when the folder can be written (a
+    read-only folder is only read)."""
+    if ctx.main and read_only is None and action == "rebuild":
+        done = {**done, "run_dir": ctx.stored_dir}
+        write_json(ctx.run_dir / "summary.json", done)
+    if ctx.main:
+        note = " (summary.json rebuilt from metrics.jsonl)" if action == "rebuild" else ""
+        print(f"[skip] {done['status']} earlier{note}: {ctx.run_dir}  "
+              "(delete the folder to rerun)")
+    return done
 
 
 def _load_data(cfg: DictConfig, device: torch.device, dist: distributed.Dist):
@@ -101,7 +164,7 @@ def _load_data(cfg: DictConfig, device: torch.device, dist: distributed.Dist):
 
     if cfg.batch_size % dist.world_size:
         raise ConfigError(f"batch_size={cfg.batch_size} is not divisible by the {dist.world_size} "
-                         "ranks; the global batch is split evenly. Pick a multiple.")
+                          "ranks; the global batch is split evenly. Pick a multiple.")
     data = build_dataset(cfg.dataset, root=cfg.data_root, download=cfg.download, device=device,
                          seed=cfg.seed, rank=dist.rank, world_size=dist.world_size)
     if data.vocab_size is not None:
@@ -131,120 +194,15 @@ def _build_task(cfg: DictConfig, data, device: torch.device, dist: distributed.D
                 top5=bool(cfg.dataset.get("top5", False)), extra_step=extra_step)
 
 
-def _rng_state(device: torch.device) -> dict:
-    state = {"torch": torch.get_rng_state()}
-    if device.type == "cuda":
-        state["cuda"] = torch.cuda.get_rng_state(device).cpu()
-    return state
-
-
-def _set_rng_state(state: dict, device: torch.device) -> None:
-    torch.set_rng_state(state["torch"].cpu())
-    if "cuda" in state and device.type == "cuda":
-        torch.cuda.set_rng_state(state["cuda"].cpu(), device)
-
-
-def _to(value, device):
-    """Tensors (and tuples of them, the LSTM state) moved to `device`; anything else as is."""
-    if isinstance(value, torch.Tensor):
-        return value.to(device)
-    if isinstance(value, tuple):
-        return tuple(_to(v, device) for v in value)
-    return value
-
-
-def _save_checkpoint(path: Path, task: Task, scheduler, epoch: int, state: EpochState,
-                     history: list[dict], wall: float) -> None:
-    """Every rank's running sums, LSTM state and RNG go to rank 0, which writes the file."""
-    mine = {"epoch_state": {k: _to(v, "cpu") for k, v in state.to_dict().items()},
-            "rng": _rng_state(task.device)}
-    ranks = distributed.gather_objects(task.dist, mine)
-    if task.dist.is_main:
-        save_torch(path, {
-            "epoch": epoch, "ranks": ranks, "history": history, "wall": wall,
-            "model": task.net.state_dict(), "optimizer": task.optimizer.state_dict(),
-            "scheduler": scheduler.state_dict(),
-        })
-
-
-def _resume(path: Path, task: Task, scheduler) -> tuple[int, EpochState, list[dict], float]:
-    """(epoch, this rank's epoch state, history, wall seconds so far) from the checkpoint."""
-    if not path.exists():
-        return 1, EpochState(), [], 0.0
+def _record_failure(run_dir: Path, stored_dir: str, lock: RunLock, message: str, command: str,
+                    ours: bool) -> None:
+    """Mark the run failed, with the reason, unless another process holds it, it finished, it
+    may be another config's run (`ours` is False and the folder holds results), or the folder
+    cannot be written."""
     try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-        task.net.load_state_dict(ckpt["model"])
-        task.optimizer.load_state_dict(ckpt["optimizer"])
-        scheduler.load_state_dict(ckpt["scheduler"])
-    except Exception as err:   # truncated file, or a checkpoint of another code version
-        raise ResumeError(
-            f"cannot resume from {path}: {type(err).__name__}: {str(err)[:300]}. "
-            "It was written by a different code version, or is damaged. Delete "
-            "it to restart this run from epoch 1, or move the run folder away.") from err
-    # One entry per rank; a checkpoint of an older version holds rank 0's only.
-    ranks = ckpt.get("ranks") or [{"epoch_state": ckpt["epoch_state"], "rng": ckpt["rng"]}]
-    world_size = task.dist.world_size
-    if len(ranks) != world_size and ranks[0]["epoch_state"]["batch"] > 0:
-        raise ResumeError(
-            f"{path} was written in the middle of an epoch by {len(ranks)} process(es); resume "
-            f"it with {len(ranks)} (this run has {world_size}): each keeps its own running "
-            "sums. An end-of-epoch checkpoint resumes with any number.")
-    mine = ranks[task.dist.rank] if len(ranks) == world_size else ranks[0]
-    _set_rng_state(mine["rng"], task.device)
-    state = EpochState.from_dict({k: _to(v, task.device) for k, v in mine["epoch_state"].items()})
-    return ckpt["epoch"], state, ckpt["history"], ckpt["wall"]
-
-
-def run(cfg: DictConfig) -> dict:
-    """Train the run the config describes; returns its summary."""
-    hydra_cfg = HydraConfig.get()
-    run_dir = Path(hydra_cfg.runtime.output_dir)
-    command = command_line(list(hydra_cfg.overrides.task))
-    lock, dist = RunLock(run_dir), distributed.Dist()
-    ours = False                                      # the folder holds this config's run
-    try:
-        check_config(cfg)
-        dist, device = distributed.setup(resolve_device(cfg.device))
-        if distributed.any_rank(dist, dist.is_main and not lock.acquire(), device):
-            raise RunBusy(f"another process is training this run right now: {run_dir}. "
-                          "Nothing was done; run the command again once it has finished.")
-        data = _load_data(cfg, device, dist)
-        identity = Identity(config_identity(OmegaConf.to_container(cfg, resolve=True)),
-                            data_identity(data, dist.world_size))
-        stored = StoredRun.read(run_dir)
-        distributed.barrier(dist)                     # every rank has read before rank 0 writes
-        action, done = decide(stored, identity, cfg.epochs, command, cfg.retrain)
-        ours = True
-        if dist.is_main and action == "retrain":
-            stored.discard()
-            print(f"[retrain] deleted the earlier run in {run_dir}")
-        if dist.is_main and action == "rebuild":
-            write_json(run_dir / "summary.json", done)
-        if done is not None:
-            if dist.is_main:
-                note = " (summary.json rebuilt from metrics.jsonl)" if action == "rebuild" else ""
-                print(f"[skip] {done['status']} earlier{note}: {run_dir}  "
-                      "(delete the folder to rerun)")
-            return done
-        if dist.is_main:
-            remove_orphans(run_dir)
-        distributed.barrier(dist)
-        return _train(cfg, run_dir, command, data, identity, device, dist)
-    except Exception as err:
-        # A failure is recorded in this config's run, or in a folder with nothing to lose;
-        # never in another config's run, nor in one that another process holds.
-        if dist.is_main and not isinstance(err, (IdentityMismatch, RunBusy)):
-            _record_failure(run_dir, lock, describe(err), command, ours)
-        raise
-    finally:
-        lock.release()
-        distributed.teardown(dist)
-
-
-def _record_failure(run_dir: Path, lock: RunLock, message: str, command: str, ours: bool) -> None:
-    """Mark the run failed, with the reason, unless another process holds it, it finished, or
-    it may be another config's run (`ours` is False and the folder holds results)."""
-    if not lock.acquire() or not (ours or not StoredRun.read(run_dir).holds_results):
+        if not lock.acquire() or not (ours or not StoredRun.read(run_dir).holds_results):
+            return
+    except OSError:
         return
     summary_path = run_dir / "summary.json"
     try:
@@ -255,115 +213,204 @@ def _record_failure(run_dir: Path, lock: RunLock, message: str, command: str, ou
         return
     try:
         write_status(summary_path, {**previous, "status": "failed", "message": message,
-                                    "command": command, "run_dir": str(run_dir)})
+                                    "command": command, "run_dir": stored_dir})
     except OSError:
         pass                                             # the printed line still says it
 
 
-def _train(cfg: DictConfig, run_dir: Path, command: str, data, identity: Identity,
-           device: torch.device, dist: distributed.Dist) -> dict:
-    main = dist.is_main
-    ckpt_path = run_dir / "checkpoint.pt"
-    task = _build_task(cfg, data, device, dist)
+def _start(ctx: RunContext, data, stored: StoredRun) -> tuple[Task, object, Progress]:
+    """The task built and, when the folder has a checkpoint, resumed from it. retrain=true
+    trains from scratch over a checkpoint that cannot be read (its advice says so)."""
+    cfg = ctx.cfg
+    task = _build_task(cfg, data, ctx.device, ctx.dist)
     scheduler = build_schedule(task.optimizer, cfg.schedule)
-    epoch, state, history, wall_before = _resume(ckpt_path, task, scheduler)
-    if main and (history or state.batch):
-        print(f"[resume] epoch {epoch}, batch {state.batch}: {run_dir}")
-    started = time.time()
+    if scheduler.per_step:                 # a warm-up or inverse-time decay: after every step
+        task.extra_step.append(scheduler.step_batch)
+    try:
+        return task, scheduler, load_checkpoint(ctx.checkpoint, task, scheduler)
+    except ResumeError:
+        if not cfg.retrain:
+            raise
+    if ctx.main:
+        stored.discard()
+        print(f"[retrain] deleted the run whose checkpoint cannot be read in {ctx.run_dir}")
+    distributed.barrier(ctx.dist)
+    return _start(ctx, data, StoredRun(ctx.run_dir))
 
-    def summary(status: str, message: str = "") -> dict:
-        out = {"status": status, "epochs_done": len(history), "epochs": cfg.epochs,
-               "final": history[-1] if history else {}, "best": best_metrics(history),
-               "wall_seconds": wall_before + time.time() - started, "command": command,
-               "run_dir": str(run_dir), "identity": identity.stored(), "message": message}
-        if main:
-            write_json(run_dir / "summary.json", out)
-        return out
 
-    def checkpoint() -> None:
-        _save_checkpoint(ckpt_path, task, scheduler, epoch, state, history,
-                         wall_before + time.time() - started)
+def _code_version(ctx: RunContext, progress: Progress, stored: StoredRun, commit: str) -> None:
+    """Record the commit that trains from here on; say so (or refuse, when the config asks)
+    when it is not the one that trained the run so far."""
+    progress.commits = prior_commits(stored, progress.commits, progress.epoch,
+                                     progress.state.batch)
+    previous = continue_commits(progress.commits, commit, progress.epoch)
+    if previous is None:
+        return
+    first, last = previous["epochs"]
+    trained = f"epoch {first} was" if first == last else f"epochs {first}-{last} were"
+    if ctx.cfg.get("resume_across_commits", "allow") == "refuse":
+        raise ResumeError(
+            f"{ctx.run_dir}: {trained} trained by commit {previous['commit']}; this code is "
+            f"commit {commit}, and resume_across_commits=refuse. Check out {previous['commit']} "
+            "to resume, or add resume_across_commits=allow to go on with this code (each "
+            "commit's epochs are then recorded).")
+    if ctx.main:
+        print(f"[resume] {trained} trained by commit {previous['commit']}; this code is "
+              f"commit {commit}. Both are recorded with their epochs (summary.json `commits`).",
+              flush=True)
 
+
+def _train(ctx: RunContext, data, identity: Identity,
+           stored: StoredRun) -> tuple[Progress, _Clock, str, str]:
+    """Build, resume and train the run: (its progress, its clock, status, message), where the
+    status is "completed" or "diverged"; an interruption or an error leaves by raising."""
+    cfg, main = ctx.cfg, ctx.main
+    task, scheduler, progress = _start(ctx, data, stored)
+    meta_provenance = provenance(ctx.device)
+    _code_version(ctx, progress, stored, meta_provenance["git_commit"])
+    if main and progress.started:
+        print(f"[resume] epoch {progress.epoch}, batch {progress.state.batch}: {ctx.run_dir}")
+    clock = _Clock(progress.wall)
     logger = None
     if main:
         meta = {"dataset": cfg.dataset.name, "model": cfg.model.name, "optim": cfg.optim.name,
-                "extra": run_dir.parent.name, "seed": cfg.seed, "command": command,
-                "identity": identity.stored(), **provenance(device)}
+                "extra": ctx.run_dir.parent.name, "seed": cfg.seed,
+                "command": ctx.stored_command, "identity": identity.stored(),
+                **meta_provenance, "commits": progress.commits}
         config = {**OmegaConf.to_container(cfg, resolve=True), "meta": meta}
-        write_text(run_dir / "config.yaml", OmegaConf.to_yaml(config))
-        write_jsonl(run_dir / "metrics.jsonl", history)
-        summary("running")
+        config.pop("data_root", None)     # where the data sat is the machine's, not the run's
+        write_text(ctx.run_dir / "config.yaml", OmegaConf.to_yaml(config))
+        write_jsonl(ctx.run_dir / "metrics.jsonl", progress.history)
+        _write_summary(ctx, identity, progress, clock, "running")
         logger = instantiate(cfg.logger)
         # dataset/model/optim/extra/seed<k>: the same name on resume, so the logger continues it
-        logger.start(run_dir, config, "/".join(run_dir.parts[-5:]))
-
-    status, message = "failed", ""             # what the logger hears if an error escapes
+        logger.start(ctx.run_dir, config, "/".join(ctx.run_dir.parts[-5:]))
+    outcome = ("failed", "")                   # what the logger hears if an error escapes
     try:
-        with StopRequest() as stop:
-            while epoch <= cfg.epochs:
-                t0 = time.time() - state.seconds
-                if not train_epoch(task, epoch, state, stop, show_progress=main):
-                    state.seconds = time.time() - t0        # stopped mid-epoch by a signal
-                    checkpoint()
-                    if main:
-                        print(f"[interrupted] checkpoint at epoch {epoch}, batch {state.batch}; "
-                              f"run the same command to resume: {command}", flush=True)
-                    status = "interrupted"
-                    names = ", ".join(signal.Signals(n).name for n in stop.received)
-                    summary("interrupted", f"stopped by {names}")
-                    stop.hand_over()            # ends the process, unless its handler declines
-                    status = "failed"
-                    summary("running")
-                    continue
-                row = {"epoch": epoch, **epoch_metrics(task, state)}
-                if not math.isfinite(row["train_loss"]):
-                    raise Diverged(f"the training loss became {row['train_loss']} in epoch {epoch}")
-                row.update(evaluate(task))
-                seconds = time.time() - t0
-                row["lr"] = task.optimizer.param_groups[0]["lr"]
-                row["epoch_seconds"] = seconds
-                row["samples_per_s"] = task.data.num_train * dist.world_size / max(seconds, 1e-9)
-                if state.norm_sum is not None:
-                    means = (state.norm_sum / max(state.norm_steps, 1)).tolist()
-                    row["grad_norms"] = dict(zip(task.plan.names, means, strict=True))
-                    row["grad_norm_steps"] = state.norm_steps      # how many steps they average
-                    _warn_dead_layers(row, epoch, main)
-                history.append(row)
-                scheduler.step()
-                epoch, state = epoch + 1, EpochState()
-                checkpoint()                        # the epoch is on disk before it is shown
-                if main:
-                    write_jsonl(run_dir / "metrics.jsonl", history)
-                    logger.log_epoch(row)
-                    summary("running")
-                    print(_epoch_line(row, cfg.epochs), flush=True)
-        status = "completed"
+        outcome = _epochs(ctx, task, scheduler, progress, identity, clock, logger)
     except Diverged as err:
-        status, message = "diverged", str(err)
+        outcome = ("diverged", str(err))
+    except KeyboardInterrupt:
+        outcome = ("interrupted", "")
+        raise
     finally:
         if logger is not None:
-            logger.finish(status)
-    # The one place a run's final status is set. The summary is written before the checkpoint
-    # goes: a crash in between leaves a completed summary, never a history with neither.
-    result = summary(status, message)
-    if main:
-        if status == "completed" and not cfg.keep_checkpoint:
-            ckpt_path.unlink(missing_ok=True)
+            logger.finish(outcome[0])
+    return progress, clock, *outcome
+
+
+class _Clock:
+    """Seconds of training so far: the earlier processes' and this one's."""
+
+    def __init__(self, before: float) -> None:
+        self.before, self.started = before, time.time()
+
+    def __call__(self) -> float:
+        return self.before + time.time() - self.started
+
+
+def _summary(ctx: RunContext, identity: Identity, progress: Progress, clock: _Clock,
+             status: str, message: str = "") -> dict:
+    history = progress.history
+    return {"status": status, "epochs_done": len(history), "epochs": ctx.cfg.epochs,
+            "final": history[-1] if history else {}, "best": best_metrics(history),
+            "wall_seconds": clock(), "command": ctx.stored_command,
+            "run_dir": ctx.stored_dir, "identity": identity.stored(),
+            "commits": progress.commits, "message": message}
+
+
+def _write_summary(ctx: RunContext, identity: Identity, progress: Progress, clock: _Clock,
+                   status: str, message: str = "") -> dict:
+    """summary.json as the run stands: `running` or `interrupted` while it trains; its final
+    status comes from _finish, the one place a training run ends."""
+    out = _summary(ctx, identity, progress, clock, status, message)
+    if ctx.main:
+        write_json(ctx.run_dir / "summary.json", out)
+    return out
+
+
+def _epochs(ctx: RunContext, task: Task, scheduler, progress: Progress, identity: Identity,
+            clock: _Clock, logger) -> tuple[str, str]:
+    """Train the remaining epochs; ("completed", "") or ("diverged", why). A signal writes a
+    checkpoint and hands the process over (experiments/signals.py)."""
+    cfg, main = ctx.cfg, ctx.main
+    dead: frozenset[str] = frozenset()
+    with StopRequest() as stop:
+        while progress.epoch <= cfg.epochs:
+            epoch, state = progress.epoch, progress.state
+            progress.commits[-1]["epochs"][1] = epoch      # this commit trains (part of) it
+            t0 = time.time() - state.seconds
+            if not train_epoch(task, epoch, state, stop, show_progress=main):
+                state.seconds = time.time() - t0        # stopped mid-epoch by a signal
+                save_checkpoint(ctx.checkpoint, task, scheduler, progress, clock())
+                if main:
+                    print(f"[interrupted] checkpoint at epoch {epoch}, batch {state.batch}; "
+                          f"run the same command to resume: {ctx.command}", flush=True)
+                _write_summary(ctx, identity, progress, clock, "interrupted",
+                               f"stopped by {stop.names()}")
+                stop.hand_over()            # ends the process, unless its handler declines
+                _write_summary(ctx, identity, progress, clock, "running")
+                continue
+            row = {"epoch": epoch, **epoch_metrics(task, state)}
+            if not math.isfinite(row["train_loss"]):
+                raise Diverged(f"the training loss became {row['train_loss']} in epoch {epoch}")
+            row.update(evaluate(task))
+            bad = [key for key, value in row.items()
+                   if isinstance(value, float) and not math.isfinite(value)]
+            if bad:            # weights whose test pass is NaN are as lost as a NaN training loss
+                return "diverged", ", ".join(f"the {key} became {row[key]}" for key in bad) + (
+                    f" in epoch {epoch} (evaluated after training it)")
+            seconds = time.time() - t0
+            row["lr"] = task.optimizer.param_groups[0]["lr"]
+            row["epoch_seconds"] = seconds
+            row["samples_per_s"] = task.data.num_train * ctx.dist.world_size / max(seconds, 1e-9)
+            if state.norm_sum is not None:
+                means = (state.norm_sum / max(state.norm_steps, 1)).tolist()
+                row["grad_norms"] = dict(zip(task.plan.names, means, strict=True))
+                row["grad_norm_steps"] = state.norm_steps      # how many steps they average
+                dead = _warn_dead_layers(row, epoch, main, dead)
+            progress.history.append(row)
+            scheduler.step()
+            progress.epoch, progress.state = epoch + 1, EpochState()
+            save_checkpoint(ctx.checkpoint, task, scheduler, progress, clock())
+            if main:                                # the epoch is on disk before it is shown
+                write_jsonl(ctx.run_dir / "metrics.jsonl", progress.history)
+                logger.log_epoch(row)
+                _write_summary(ctx, identity, progress, clock, "running")
+                print(_epoch_line(row, cfg.epochs), flush=True)
+    return "completed", ""
+
+
+def _finish(ctx: RunContext, identity: Identity, progress: Progress, clock: _Clock,
+            status: str, message: str) -> dict:
+    """The one place a training run's final status is written. The summary is written before
+    the checkpoint goes: a crash in between leaves a completed summary, never a history with
+    neither."""
+    result = _write_summary(ctx, identity, progress, clock, status, message)
+    if ctx.main:
+        if status == "completed" and not ctx.cfg.keep_checkpoint:
+            ctx.checkpoint.unlink(missing_ok=True)
         if status == "diverged":
-            kept = f"; the last good checkpoint is kept: {ckpt_path}" if ckpt_path.exists() else ""
+            kept = (f"; the last good checkpoint is kept: {ctx.checkpoint}"
+                    if ctx.checkpoint.exists() else "")
             print(f"[diverged] {message}{kept}")
-        print(f"[{status}] {run_dir}")
+        print(f"[{status}] {ctx.run_dir}")
     return result
 
 
-def _warn_dead_layers(row: dict, epoch: int, main: bool) -> None:
-    dead = [name for name, mean in row["grad_norms"].items() if mean == 0.0]
-    if dead and main:
-        print(f"[warning] epoch {epoch}: zero gradient in every sampled step for {', '.join(dead)}; "
+def _warn_dead_layers(row: dict, epoch: int, main: bool, warned: frozenset[str]) -> frozenset[str]:
+    """Warn about layers whose gradient was zero all epoch: once, and again only when the set
+    of such layers changes (a dead layer stays dead; one line a run is enough)."""
+    dead = frozenset(name for name, mean in row["grad_norms"].items() if mean == 0.0)
+    if dead and dead != warned and main:
+        names = ", ".join(name for name in row["grad_norms"] if name in dead)
+        print(f"[warning] epoch {epoch}: zero gradient in every sampled step for {names}; "
               "a dead or unused layer, whose weights then do not move. Normalization leaves zero "
               "gradients at zero. If the gradient is tiny rather than zero (entries below "
-              "~1e-19 square to 0 in float32), ++optim.norm_dtype=float64 keeps it normalized.",
-              flush=True)
+              "~1e-19 square to 0 in float32), optim.normalize.norm_dtype=float64 keeps it "
+              "normalized. "
+              "Said again only if the set of such layers changes.", flush=True)
+    return dead if dead else warned
 
 
 def _epoch_line(row: dict, epochs: int) -> str:

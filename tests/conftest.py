@@ -47,18 +47,14 @@ def compose_config(overrides):
 
 def train_in_process(overrides, run_dir: Path) -> dict:
     """One run in this process, as Hydra's launcher starts it (no new Python process)."""
-    from hydra.core.hydra_config import HydraConfig
     from omegaconf import open_dict
 
     from experiments.train import run
 
     cfg = compose_config(overrides)
     with open_dict(cfg):
-        cfg.hydra.runtime.output_dir = str(run_dir)
-    HydraConfig.instance().set_config(cfg)
-    with open_dict(cfg):
         del cfg["hydra"]
-    return run(cfg)
+    return run(cfg, run_dir, list(overrides))
 
 
 def stop_at_checkpoint(proc: subprocess.Popen, checkpoint: Path, signum: int,

@@ -234,7 +234,7 @@ def test_a_damaged_checkpoint_gives_a_clear_error(copy):
     (copy / "checkpoint.pt").write_bytes(b"not a checkpoint")
     summary = json.loads((copy / "summary.json").read_text())
     write_text(copy / "summary.json", json.dumps({**summary, "status": "interrupted"}))
-    with pytest.raises(ResumeError, match="cannot resume from .*Delete it") as err:
+    with pytest.raises(ResumeError, match="cannot resume from .*Add retrain=true") as err:
         train(copy)
     assert user_error(err.value)[0] == EXIT_USER
 
