@@ -138,7 +138,10 @@ def test_ctrl_c_during_start_up_exits_130_without_a_traceback(tmp_path):
     proc = subprocess.Popen([sys.executable, str(REPO / "run.py"), f"out_dir={tmp_path}"],
                             cwd=REPO, env=cli_env(), stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
-    time.sleep(0.4)                                      # importing torch takes seconds
+    maps, deadline = Path(f"/proc/{proc.pid}/maps"), time.monotonic() + 120
+    while "torch" not in maps.read_text():              # run.py is importing torch: seconds
+        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+        time.sleep(0.01)
     proc.send_signal(signal.SIGINT)
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == 130, err[-2000:]
