@@ -13,6 +13,9 @@ For each run folder under RESULTS_DIR (any folder with a config.yaml), once:
   its `meta` and in summary.json, if any, is recomputed from the rewritten config;
 - an `<extra>` folder named by an old key (`optim.threshold=0.05`) moves to the new key's name
   (`optim.normalize.threshold=0.05`), where today's sweeps write that run.
+- the machine's paths go: `run_dir` becomes relative to the results folder (`runs/...`), and
+  `data_root` leaves config.yaml and the stored commands, as today's engine writes them, so a
+  results folder can be copied elsewhere.
 Every file is replaced atomically (a temporary file, then a rename). A folder already in the
 new shape is left alone, so the tool can run again over a mix of migrated and older folders.
 It prints each change; exit status 1 when a folder could not be migrated (said why, one line).
@@ -23,6 +26,7 @@ from __future__ import annotations
 import argparse
 import inspect
 import re
+import shlex
 import sys
 from pathlib import Path
 from typing import Any
@@ -32,6 +36,7 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 from bng.normalize import SETTINGS  # noqa: E402 - mode, blocks, alpha, threshold, norm_dtype
+from experiments.config import UNSTORED_OVERRIDES  # noqa: E402
 from experiments.io import DamagedFile, read_json, write_json, write_text  # noqa: E402
 from experiments.record import fingerprint  # noqa: E402
 
@@ -117,6 +122,49 @@ def migrate_config(run_dir: Path) -> list[str]:
     return changes
 
 
+def _without_data_root(command: str) -> str:
+    words = shlex.split(command)
+    kept = [w for w in words if w.split("=", 1)[0].lstrip("+~") not in UNSTORED_OVERRIDES]
+    return command if kept == words else " ".join(shlex.quote(w) for w in kept)
+
+
+def relocate(run_dir: Path) -> list[str]:
+    """Drop the machine's paths from one run's files: data_root, and an absolute run_dir."""
+    changes = []
+    path = run_dir / "config.yaml"
+    config = yaml.safe_load(path.read_text())
+    meta = config.get("meta") if isinstance(config, dict) else None
+    if isinstance(config, dict) and (any(k in config for k in UNSTORED_OVERRIDES) or (
+            isinstance(meta, dict) and _without_data_root(str(meta.get("command", "")))
+            != str(meta.get("command", "")))):
+        for key in UNSTORED_OVERRIDES:
+            config.pop(key, None)
+        if isinstance(meta, dict) and "command" in meta:
+            meta["command"] = _without_data_root(str(meta["command"]))
+        write_text(path, yaml.safe_dump(config, sort_keys=False, allow_unicode=True))
+        changes.append("config.yaml: data_root removed")
+    summary_path = run_dir / "summary.json"
+    summary = _read_summary(summary_path)
+    if summary is None:
+        return changes
+    stored = {"run_dir": _relative_run_dir(run_dir),
+              "command": _without_data_root(str(summary.get("command", "")))}
+    stored = {k: v for k, v in stored.items() if k in summary and summary[k] != v and v}
+    if stored:
+        write_json(summary_path, {**summary, **stored})
+        changes.append(f"summary.json: {', '.join(sorted(stored))} without machine paths")
+    return changes
+
+
+def _relative_run_dir(run_dir: Path) -> str:
+    """runs/<dataset>/.../seed<k>: the path below the results folder that holds runs/."""
+    parts = run_dir.resolve().parts
+    if "runs" not in parts:
+        return str(run_dir)
+    start = len(parts) - 1 - parts[::-1].index("runs")
+    return str(Path(*parts[start:]))
+
+
 def _read_summary(path: Path) -> dict | None:
     try:
         return read_json(path)
@@ -153,6 +201,7 @@ def migrate(results: Path, dry_run: bool = False) -> int:
                 moved = move_run(run_dir)
                 if moved != run_dir:
                     changes.append(f"moved to {moved}")
+                changes += relocate(moved)
         except (MigrationError, OSError, yaml.YAMLError) as err:
             print(f"{run_dir}: not migrated: {err}")
             failed += 1

@@ -124,3 +124,27 @@ def test_a_missing_folder_is_a_one_line_error(tmp_path: Path, capsys, monkeypatc
     monkeypatch.setattr("sys.argv", ["migrate_runs.py", str(tmp_path / "nowhere")])
     assert migrate_runs.main() == 2
     assert capsys.readouterr().out.strip().endswith("give a results folder such as results/")
+
+
+def test_machine_paths_leave_older_run_files(tmp_path: Path, capsys, monkeypatch) -> None:
+    """An older run kept an absolute run_dir and the data_root: both go, once."""
+    overrides = ["optim=adam", "model=mlp6", "epochs=1"]
+    run_dir = tmp_path / "runs" / "digits" / "mlp6" / "adam" / "epochs=1" / "seed1"
+    train_in_process(overrides, run_dir)
+    config = yaml.safe_load((run_dir / "config.yaml").read_text())
+    config["data_root"] = "/elsewhere/data"
+    config["meta"]["command"] = "python run.py optim=adam data_root=/elsewhere/data epochs=1"
+    (run_dir / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    summary = read_json(run_dir / "summary.json")
+    write_json(run_dir / "summary.json", {**summary, "run_dir": f"/old/machine/{run_dir}",
+                                          "command": config["meta"]["command"]})
+
+    printed = migrate(tmp_path, capsys, monkeypatch)
+    assert "data_root removed" in printed and "without machine paths" in printed
+    config = yaml.safe_load((run_dir / "config.yaml").read_text())
+    summary = read_json(run_dir / "summary.json")
+    assert "data_root" not in config and "data_root" not in config["meta"]["command"]
+    assert summary["run_dir"] == "runs/digits/mlp6/adam/epochs=1/seed1"
+    assert summary["command"] == "python run.py optim=adam epochs=1"
+    assert migrate(tmp_path, capsys, monkeypatch) == ""             # once
+    assert train_in_process(overrides, run_dir)["status"] == "completed"   # still skipped
