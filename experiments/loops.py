@@ -4,6 +4,7 @@ One training epoch is a plain loop over the data layer's batches. Its running su
 device and are read back (a host sync) only every `log_every` steps, for the progress bar and
 the NaN check, and at the end of the epoch. The loop can stop between two steps, when a signal
 asks it to, and be resumed from that batch: `EpochState` is everything it needs to go on.
+The epoch's terminal line and the dead-layer warning are here too, beside the rows they show.
 """
 
 from __future__ import annotations
@@ -194,3 +195,29 @@ def evaluate(task: Task) -> dict:
     else:
         out["test_ppl"] = math.exp(min(out["test_loss"], 50.0))
     return out
+
+
+def warn_dead_layers(row: dict, epoch: int, main: bool, warned: frozenset[str]) -> frozenset[str]:
+    """Warn about layers whose gradient was zero all epoch: once, and again only when the set
+    of such layers changes (a dead layer stays dead; one line a run is enough)."""
+    dead = frozenset(name for name, mean in row["grad_norms"].items() if mean == 0.0)
+    if dead and dead != warned and main:
+        names = ", ".join(name for name in row["grad_norms"] if name in dead)
+        print(f"[warning] epoch {epoch}: zero gradient in every sampled step for {names}; "
+              "a dead or unused layer, whose weights then do not move. Normalization leaves zero "
+              "gradients at zero. If the gradient is tiny rather than zero (entries below "
+              "~1e-19 square to 0 in float32), optim.normalize.norm_dtype=float64 keeps it "
+              "normalized. "
+              "Said again only if the set of such layers changes.", flush=True)
+    return dead if dead else warned
+
+
+def epoch_line(row: dict, epochs: int) -> str:
+    parts = [f"epoch {row['epoch']:>3}/{epochs}", f"train_loss {row['train_loss']:.4f}",
+             f"test_loss {row['test_loss']:.4f}"]
+    for key in ("test_acc", "test_top5", "test_ppl"):
+        if key in row:
+            parts.append(f"{key} {row[key]:.4f}")
+    parts += [f"lr {row['lr']:.3g}", f"{row['samples_per_s']:.0f} samples/s",
+              f"{row['epoch_seconds']:.1f}s"]
+    return "  ".join(parts)

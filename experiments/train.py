@@ -31,7 +31,15 @@ from .io import (
     write_status,
     write_text,
 )
-from .loops import EpochState, Task, epoch_metrics, evaluate, train_epoch
+from .loops import (
+    EpochState,
+    Task,
+    epoch_line,
+    epoch_metrics,
+    evaluate,
+    train_epoch,
+    warn_dead_layers,
+)
 from .optim import build_optimizer
 from .record import (
     FINISHED,
@@ -368,7 +376,7 @@ def _epochs(ctx: RunContext, task: Task, scheduler, progress: Progress, identity
                 means = (state.norm_sum / max(state.norm_steps, 1)).tolist()
                 row["grad_norms"] = dict(zip(task.plan.names, means, strict=True))
                 row["grad_norm_steps"] = state.norm_steps      # how many steps they average
-                dead = _warn_dead_layers(row, epoch, main, dead)
+                dead = warn_dead_layers(row, epoch, main, dead)
             progress.history.append(row)
             scheduler.step()
             progress.epoch, progress.state = epoch + 1, EpochState()
@@ -377,7 +385,7 @@ def _epochs(ctx: RunContext, task: Task, scheduler, progress: Progress, identity
                 write_jsonl(ctx.run_dir / "metrics.jsonl", progress.history)
                 logger.log_epoch(row)
                 _write_summary(ctx, identity, progress, clock, "running")
-                print(_epoch_line(row, cfg.epochs), flush=True)
+                print(epoch_line(row, cfg.epochs), flush=True)
     return "completed", ""
 
 
@@ -396,29 +404,3 @@ def _finish(ctx: RunContext, identity: Identity, progress: Progress, clock: _Clo
             print(f"[diverged] {message}{kept}")
         print(f"[{status}] {ctx.run_dir}")
     return result
-
-
-def _warn_dead_layers(row: dict, epoch: int, main: bool, warned: frozenset[str]) -> frozenset[str]:
-    """Warn about layers whose gradient was zero all epoch: once, and again only when the set
-    of such layers changes (a dead layer stays dead; one line a run is enough)."""
-    dead = frozenset(name for name, mean in row["grad_norms"].items() if mean == 0.0)
-    if dead and dead != warned and main:
-        names = ", ".join(name for name in row["grad_norms"] if name in dead)
-        print(f"[warning] epoch {epoch}: zero gradient in every sampled step for {names}; "
-              "a dead or unused layer, whose weights then do not move. Normalization leaves zero "
-              "gradients at zero. If the gradient is tiny rather than zero (entries below "
-              "~1e-19 square to 0 in float32), optim.normalize.norm_dtype=float64 keeps it "
-              "normalized. "
-              "Said again only if the set of such layers changes.", flush=True)
-    return dead if dead else warned
-
-
-def _epoch_line(row: dict, epochs: int) -> str:
-    parts = [f"epoch {row['epoch']:>3}/{epochs}", f"train_loss {row['train_loss']:.4f}",
-             f"test_loss {row['test_loss']:.4f}"]
-    for key in ("test_acc", "test_top5", "test_ppl"):
-        if key in row:
-            parts.append(f"{key} {row[key]:.4f}")
-    parts += [f"lr {row['lr']:.3g}", f"{row['samples_per_s']:.0f} samples/s",
-              f"{row['epoch_seconds']:.1f}s"]
-    return "  ".join(parts)

@@ -8,6 +8,7 @@ Most tests run in this process: `entry` calls run.py's main as the command line 
 from __future__ import annotations
 
 import errno
+import importlib
 import json
 import re
 import shutil
@@ -44,7 +45,8 @@ def entry(monkeypatch, capsys, *args: str) -> tuple[int, str, str]:
     # Hydra would point the logging at this test's captured stdout, closed by the next test.
     for module in ("hydra.core.utils", "hydra._internal.hydra",
                    "hydra._internal.core_plugins.basic_launcher"):
-        monkeypatch.setattr(f"{module}.configure_log", lambda *args, **kwargs: None)
+        monkeypatch.setattr(importlib.import_module(module), "configure_log",
+                            lambda *args, **kwargs: None)
     code = 0
     try:
         run.main()
