@@ -1,8 +1,9 @@
 """The engine's error types and exit codes: the bottom of its import graph (imports nothing of it).
 
 A user can fix every error below; it is printed as one line that names the problem and the fix,
-never as a traceback. The exit codes are the ones the README's table lists (docs/DESIGN.md,
-"Signals, resume and exit codes").
+never as a traceback. The exit codes below are the ones docs/RELIABILITY.md's table lists.
+Besides these, the data layer raises its own DataError (data/common.py) and a sweep cell run
+elsewhere raises CellFailed (experiments/sweep.py, a Hydra exception type).
 """
 
 from __future__ import annotations
