@@ -13,22 +13,45 @@ from scripts.reports import cli
 
 REPRO = Path(__file__).resolve().parent.parent / "docs" / "reproduction"
 
-# (folder, [(targets, the --run-args its runs were made with: the Makefile's reproduce-cpu)])
-RENDERS = [("", [(("figure1", "diagnostics"), ""), (("table4",), "epochs=10"),
-                 (("figure3",), "epochs=3")]),
-           ("longer", [(("table4",), "epochs=20")])]
+# (folder, [(targets, the --run-args its runs were made with, seeds): the Makefile's
+# reproduce-cpu and reproduce-table4]). The verdicts are slow (bootstrap intervals): `slow`.
+RENDERS = [("", [(("figure1", "diagnostics"), "", "1,2,3"), (("table4",), "epochs=10", "1,2,3,4,5"),
+                 (("table4_lr", "table4_readings"), "epochs=10", "1,2,3"),
+                 (("figure3",), "epochs=3", "1,2,3")]),
+           ("longer", [(("table4",), "epochs=20", "1,2,3")])]
+VERDICTS = [("figure1", "", "1,2,3"), ("table4", "epochs=10", "1,2,3,4,5"),
+            ("figure3", "epochs=3", "1,2,3")]
+
+
+def _render(results: Path, out: Path, renders) -> None:
+    for targets, run_args, seeds in renders:
+        assert cli.main([*targets, "--results", str(results), "--out", str(out),
+                         "--seeds", seeds, "--run-args", run_args]) == 0
 
 
 @pytest.mark.skipif(not (REPRO / "runs").is_dir(), reason="no published run files")
 @pytest.mark.parametrize(("folder", "renders"), RENDERS)
 def test_published_tables_re_render_byte_identical(tmp_path, folder, renders):
     results = REPRO / folder
-    for targets, run_args in renders:
-        assert cli.main([*targets, "--results", str(results), "--out", str(tmp_path),
-                         "--seeds", "1,2,3", "--run-args", run_args]) == 0
-    published = sorted(p.name for p in (results / "tables").iterdir())
-    rendered = sorted(p.name for p in (tmp_path / "tables").iterdir())
+    _render(results, tmp_path, renders)
+    published = sorted(p.name for p in (results / "tables").iterdir()
+                       if not p.name.startswith("verdicts"))
+    rendered = sorted(p.name for p in (tmp_path / "tables").iterdir()
+                      if not p.name.startswith("verdicts"))
     assert published == rendered
     match, mismatch, errors = filecmp.cmpfiles(results / "tables", tmp_path / "tables", published,
                                                shallow=False)
     assert not mismatch and not errors, f"re-rendered tables differ: {mismatch + errors}"
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not (REPRO / "runs").is_dir(), reason="no published run files")
+def test_published_verdicts_re_render_byte_identical(tmp_path):
+    _render(REPRO, tmp_path, [(("verdicts", artifact), run_args, seeds)
+                              for artifact, run_args, seeds in VERDICTS])
+    names = sorted(p.name for p in (REPRO / "tables").iterdir() if p.name.startswith("verdicts"))
+    assert names == sorted(p.name for p in (tmp_path / "tables").iterdir()
+                           if p.name.startswith("verdicts"))
+    match, mismatch, errors = filecmp.cmpfiles(REPRO / "tables", tmp_path / "tables", names,
+                                               shallow=False)
+    assert not mismatch and not errors, f"re-rendered verdicts differ: {mismatch + errors}"

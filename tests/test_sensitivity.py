@@ -38,7 +38,7 @@ def test_lr_table_cells_counts_and_last_epoch_mark(tmp_path: Path):
     paths = render_lr(artifact, load_runs(tmp_path), tmp_path, load_paper())
     rows = _rows(tmp_path / "tables" / "table4_lr.md")
     adam, adamng = rows["Adam"], rows["AdamNG"]
-    assert adam[0] == "0.001" and adam[1] == "60.00 ± 0.00†"   # x 0.1: best at the last epoch
+    assert adam[0] == "0.001" and adam[1] == "60.00 ± 0.00‡"   # x 0.1: best at the last epoch
     assert adam[3] == "80.00 ± 0.00" and adam[2] == "—"         # x 1; x 0.3 has no runs
     assert adamng[1] == "77.50 ± 0.00" and adamng[3] == "78.00 ± 0.00"
     # within 1 point of its own best, of the 2 lrs with runs: Adam 1 (only x 1), AdamNG 2
