@@ -67,7 +67,7 @@ $(ARTIFACTS) $(TUNING) $(ABLATIONS): install
 	  echo "$(PYTHON) run.py experiment=$$sweep $(ARGS)"; \
 	  $(PYTHON) run.py experiment=$$sweep $(ARGS); \
 	done
-	$(PYTHON) scripts/report.py --results $(RESULTS) --only $@ $(REPORT_FLAGS)
+	$(PYTHON) scripts/report.py --results $(RESULTS) --only $@ $(REPORT_FLAGS) --run-args "$(ARGS)"
 
 report: install
 	$(PYTHON) scripts/report.py --results $(RESULTS) $(REPORT_FLAGS)
@@ -81,7 +81,7 @@ verdicts: install
 DEMO_OUT ?= results/demo
 demo: install
 	$(PYTHON) run.py experiment=demo out_dir=$(DEMO_OUT) $(ARGS)
-	$(PYTHON) scripts/report.py demo --results $(DEMO_OUT)
+	$(PYTHON) scripts/report.py demo --results $(DEMO_OUT) --run-args "$(ARGS)"
 
 slurm-test: install
 	bash scripts/slurm_test.sh

@@ -37,12 +37,11 @@ from pathlib import Path
 
 import torch
 
+from gpu_report import render, write_atomic  # beside this script, in scripts/
+from gpu_workers import run_concurrent, run_items, run_logged
+
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
-sys.path.insert(0, str(HERE))
-
-from gpu_report import render, write_atomic  # noqa: E402
-from gpu_workers import run_concurrent, run_items, run_logged  # noqa: E402
 
 BUDGET = 460.0                               # seconds for all steps: under 8 minutes
 CAPS = {"env": 20, "measure": 110, "pytest": 180, "ddp": 60, "concurrency": 70,

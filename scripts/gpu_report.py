@@ -53,7 +53,7 @@ def _cells(artifact: str, config_dir: Path) -> tuple[dict, ...]:
 def artifact_cells(artifact: str, config_dir: Path = CONFIG_DIR) -> list[dict]:
     """The cells of the artifact's sweeps as dicts (dataset, model, optim, seed, epochs and swept
     extras). Which sweeps make an artifact is the reports' one mapping (Table 3 is two)."""
-    from scripts.reports.grids import ARTIFACTS  # pandas: only once there is a GPU to project
+    from reports.grids import ARTIFACTS  # pandas: only once there is a GPU to project
 
     cells = []
     sweeps = ARTIFACTS[artifact].sweeps if artifact in ARTIFACTS else (artifact,)
@@ -64,7 +64,7 @@ def artifact_cells(artifact: str, config_dir: Path = CONFIG_DIR) -> list[dict]:
 
 def _sweep_cells(sweep: str, config_dir: Path) -> list[dict]:
     """One sweep's grid, its base experiments merged in (scripts/reports/sweeps.py reads them)."""
-    from scripts.reports.sweeps import read_sweep
+    from reports.sweeps import read_sweep
 
     grid = read_sweep(sweep)
     keys = list(grid.params)

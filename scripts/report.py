@@ -8,11 +8,8 @@
 See scripts/reports/ and `python scripts/report.py --help`."""
 
 import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from reports.cli import main  # noqa: E402
+from reports.cli import main  # scripts/reports/, beside this script
 
 if __name__ == "__main__":
     sys.exit(main())

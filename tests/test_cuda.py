@@ -401,7 +401,7 @@ def test_cells_cover_every_artifact():
     assert {c[0] for c in ENGINE_CASES} == set(ARTIFACTS)
     # The paper's tables and figures, as the reports define them. The tuning and ablation sweeps
     # train the same models on the same datasets; tests/test_experiments.py runs each on fixtures.
-    from scripts.reports.grids import ARTIFACTS as REPORTED
+    from reports.grids import ARTIFACTS as REPORTED
 
     assert set(ARTIFACTS) == {n for n in REPORTED if n.startswith(("table", "figure"))}
     assert first_cell("figure3") == ["experiment=figure3", "dataset.bptt=40", "optim=sgdm"]

@@ -3,7 +3,7 @@ each distinct cell trains on fixtures.
 
 In the spirit of `experiment=glob(*)`: each experiment config is composed the way Hydra's
 multirun composes it, checked against the paper's own grids and searched values
-(experiments/paper_results.yaml), and one or two steps of each distinct (dataset, model,
+(scripts/reports/paper_results.yaml), and one or two steps of each distinct (dataset, model,
 optimizer, extra) cell run through the real engine on tiny fixture files. No grid is restated
 here: the sweeps are read from configs/experiment/.
 """
@@ -22,10 +22,10 @@ from omegaconf import DictConfig
 from conftest import REPO, compose_config, train_in_process
 from data.fixtures import make_cifar, make_imagenet, make_mnist, make_ptb, make_rt
 from experiments.config import check_config
-from scripts.reports.grids import ARTIFACTS
-from scripts.reports.sweeps import config_default, experiment_names, read_sweep
+from reports.grids import ARTIFACTS
+from reports.sweeps import config_default, experiment_names, read_sweep
 
-PAPER = yaml.safe_load((REPO / "experiments" / "paper_results.yaml").read_text())
+PAPER = yaml.safe_load((REPO / "scripts" / "reports" / "paper_results.yaml").read_text())
 # The paper's artifacts first, then the tuning and ablation sweeps (the order cells are tested in).
 SWEEPS = sorted((name for name in experiment_names() if not name.endswith("_quick")),
                 key=lambda name: (name.startswith(("tune_", "ablation_")), name))

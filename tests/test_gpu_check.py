@@ -11,12 +11,10 @@ from pathlib import Path
 import pytest
 import torch
 
+import gpu_check
+import gpu_report
+import gpu_workers
 from conftest import REPO, cli_env
-
-sys.path.insert(0, str(REPO / "scripts"))
-import gpu_check  # noqa: E402
-import gpu_report  # noqa: E402
-import gpu_workers  # noqa: E402
 
 SCRIPT = REPO / "scripts" / "gpu_check.py"
 

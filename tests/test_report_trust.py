@@ -13,10 +13,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from scripts.reports import cli, grids
-from scripts.reports.expected import IGNORED, UNKNOWN, compose
-from scripts.reports.grids import ARTIFACTS, find_run, pending_runs
-from scripts.reports.runs import load_runs
+from reports import cli, grids
+from reports.expected import IGNORED, UNKNOWN, compose
+from reports.grids import ARTIFACTS, find_run, pending_runs
+from reports.runs import load_runs
 from tests.test_reports import run_config, write_run
 
 ROOT = Path(__file__).resolve().parent.parent

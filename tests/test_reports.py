@@ -13,13 +13,13 @@ import pandas as pd
 import pytest
 import yaml
 
-from scripts.reports import cli
-from scripts.reports.aggregate import seed_stats
-from scripts.reports.expected import UNKNOWN, compose
-from scripts.reports.figures import render_figure
-from scripts.reports.grids import ARTIFACTS, Cell, find_run, pending_runs
-from scripts.reports.runs import load_runs, read_jsonl, split_overrides
-from scripts.reports.tables import (
+from reports import cli
+from reports.aggregate import seed_stats
+from reports.expected import UNKNOWN, compose
+from reports.figures import render_figure
+from reports.grids import ARTIFACTS, Cell, find_run, pending_runs
+from reports.runs import load_runs, read_jsonl, split_overrides
+from reports.tables import (
     PAPER_FILE,
     build_table,
     columns_for,
@@ -27,7 +27,7 @@ from scripts.reports.tables import (
     load_paper,
     render_table,
 )
-from scripts.reports.tuning import render_readings, render_tuning
+from reports.tuning import render_readings, render_tuning
 
 SEEDS = (1, 2, 3)
 THRESHOLD = ARTIFACTS["tune_clip_threshold"].tune_key     # the swept key, as configs/ name it
@@ -321,7 +321,7 @@ def test_unreadable_paper_file_warns_and_renders_without_it(tmp_path, capsys):
 def test_diagnostics_keeps_dead_layers_as_exact_zeros(tmp_path):
     """A layer whose mean gradient norm is exactly 0 is drawn (as x below the data), not
     silently dropped by the log axis; an unlogged value stays NaN."""
-    from scripts.reports.diagnostics import grad_norm_matrix, render_diagnostics
+    from reports.diagnostics import grad_norm_matrix, render_diagnostics
 
     root = tmp_path / "results"
     for optim in ("adam", "adamng"):

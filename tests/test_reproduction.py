@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from scripts.reports import cli
+from reports import cli
 
 REPRO = Path(__file__).resolve().parent.parent / "docs" / "reproduction"
 

@@ -7,10 +7,10 @@ from pathlib import Path
 
 from test_reports import write_run
 
-from scripts.reports.grids import ARTIFACTS
-from scripts.reports.runs import load_runs
-from scripts.reports.sensitivity import render_lr, render_readings
-from scripts.reports.tables import load_paper
+from reports.grids import ARTIFACTS
+from reports.runs import load_runs
+from reports.sensitivity import render_lr, render_readings
+from reports.tables import load_paper
 
 SEEDS = (1, 2, 3)
 

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import yaml
 
-from scripts.reports import cli
-from scripts.reports.grids import ARTIFACTS
-from scripts.reports.runs import load_runs
-from scripts.reports.targets import base_of, build_rows
+from reports import cli
+from reports.grids import ARTIFACTS
+from reports.runs import load_runs
+from reports.targets import base_of, build_rows
 from tests.test_reports import run_config
 
 

@@ -19,11 +19,11 @@ from omegaconf import OmegaConf, open_dict
 
 from conftest import REPO, compose_config, train_in_process
 from data.fixtures import make_mnist
-from scripts.reports import cli
-from scripts.reports.grids import ARTIFACTS
-from scripts.reports.runs import load_runs
-from scripts.reports.stats import agreement, holm, paired_effect, seeds_for_power, t_power
-from scripts.reports.verdicts import WORDS, evaluate, load_claims
+from reports import cli
+from reports.grids import ARTIFACTS
+from reports.runs import load_runs
+from reports.stats import agreement, holm, paired_effect, seeds_for_power, t_power
+from reports.verdicts import WORDS, evaluate, load_claims
 
 PAPER = Path("/work/shared/paper/yu-2017-block-normalized-gradient.md")
 REPRO_MLP18 = REPO / "docs" / "reproduction" / "runs" / "mnist" / "mlp18"
@@ -55,7 +55,7 @@ def test_every_quote_is_verbatim_from_section_4():
 def test_unreadable_claims_file_is_one_line_and_exit_1(tmp_path, capsys, monkeypatch):
     bad = tmp_path / "claims.yaml"
     bad.write_text("settings: {}\nmetrics: {}\nclaims: [{id: x}]\n")
-    monkeypatch.setattr("scripts.reports.verdict_files.load_claims",
+    monkeypatch.setattr("reports.verdict_files.load_claims",
                         lambda path=bad: load_claims(path))
     assert cli.main(["verdicts", "--results", str(tmp_path)]) == 1
     err = capsys.readouterr().err.strip().splitlines()

@@ -63,7 +63,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="print every missing run (default: the first 20; all go to "
                              "<out>/missing/<target>.txt)")
     parser.add_argument("--paper", type=Path, default=None,
-                        help="paper numbers (default: experiments/paper_results.yaml)")
+                        help="paper numbers (default: scripts/reports/paper_results.yaml)")
     parser.add_argument("--sweeps", action="store_true",
                         help="print the experiment configs that make the targets' own runs "
                              "(what `make <target>` runs), then exit")

@@ -32,7 +32,7 @@ from .grids import KEY_LABELS, MIXED, Artifact, label
 from .output import write_atomic
 from .runs import Run
 
-PAPER_FILE = Path(__file__).resolve().parents[2] / "experiments" / "paper_results.yaml"
+PAPER_FILE = Path(__file__).resolve().parent / "paper_results.yaml"
 
 
 @dataclass(frozen=True)
@@ -246,7 +246,7 @@ def _note(artifact: Artifact, with_paper: bool, extra: tuple[str, ...] = ()) -> 
     scale = ("QUICK SCALE (fewer epochs, subsets, one seed): NOT comparable to the paper. "
              if artifact.scale == "quick" else "")
     paper = (" Paper: the paper (arXiv 1707.04822), as printed, via "
-             "experiments/paper_results.yaml (n/a: the paper prints no such number); "
+             "scripts/reports/paper_results.yaml (n/a: the paper prints no such number); "
              "Δ = ours − paper."
              if with_paper else "")
     return " ".join((f"{scale}Mean ± sample std (ddof=1) over seeds {seeds}; bold: best of the "

@@ -4,7 +4,7 @@ Markdown, LaTeX (booktabs) and CSV.
 Tuning (`tune_*`, `ablation_clip_global`): one row per (dataset, optimizer, fixed overrides),
 one column per searched value: the holdout error (%) of that value's run, then our pick (the
 value with the lowest holdout error among the finished, non-diverged runs) and the paper's pick
-(experiments/paper_results.yaml `tuning`). Readings (`ablation_bn_blocks`,
+(scripts/reports/paper_results.yaml `tuning`). Readings (`ablation_bn_blocks`,
 `ablation_imagenet_decay`): one row per optimizer, the default reading's result (the reference
 grids: another artifact's runs) next to the other reading's (the ablation's own sweep)."""
 
