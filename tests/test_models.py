@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 from hydra.utils import instantiate
-from omegaconf import OmegaConf
+from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 import models
@@ -38,9 +38,19 @@ def count(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
+def load(name: str) -> DictConfig:
+    """configs/model/<name>.yaml with its `defaults:` (`base/mlp@_here_`) merged, as Hydra does."""
+    cfg = OmegaConf.load(CONFIG_DIR / f"{name}.yaml")
+    merged = OmegaConf.create()
+    for entry in cfg.pop("defaults", []):
+        if entry != "_self_":
+            merged = OmegaConf.merge(merged, load(str(entry).partition("@")[0]))
+    return OmegaConf.merge(merged, cfg)
+
+
 def build(name: str) -> tuple[nn.Module, str]:
     """Instantiate configs/model/<name>.yaml against a stand-in dataset of its input kind."""
-    cfg = OmegaConf.load(CONFIG_DIR / f"{name}.yaml")
+    cfg = load(name)
     kind = cfg.inputs[0]
     cfg = OmegaConf.merge({"dataset": DATASETS[kind]}, {"model": cfg})
     return instantiate(cfg.model.net), kind
@@ -67,7 +77,7 @@ def test_every_config_present_with_its_input_kinds() -> None:
     found = {path.stem for path in CONFIG_DIR.glob("*.yaml")}
     assert found == set(EXPECTED_INPUTS)
     for name, inputs in EXPECTED_INPUTS.items():
-        cfg = OmegaConf.load(CONFIG_DIR / f"{name}.yaml")
+        cfg = load(name)
         assert cfg.name == name
         assert list(cfg.inputs) == inputs
 
