@@ -2,13 +2,15 @@
 
 A user can fix every error below; it is printed as one line that names the problem and the fix,
 never as a traceback. The exit codes below are the ones docs/RELIABILITY.md's table lists.
-Besides these, the data layer raises its own DataError (data/common.py) and a sweep cell run
-elsewhere raises CellFailed (experiments/sweep.py, a Hydra exception type).
+Besides these, the data layer raises its own DataError (data/common.py): it sits below the
+engine and imports none of it, so it cannot raise the engine's types.
 """
 
 from __future__ import annotations
 
 import errno
+
+from hydra.errors import CompactHydraException
 
 EXIT_OK = 0           # completed or diverged (a diverged run is a result), or skipped as done
 EXIT_CRASH = 1        # an unexpected error (a bug): Python's traceback, as usual
@@ -52,6 +54,11 @@ class DamagedFile(ValueError):
 class Diverged(RuntimeError):
     """The training loss, or a test loss or metric, became NaN or infinite: the run ends as
     `diverged`, a result rather than an error."""
+
+
+class CellFailed(CompactHydraException):
+    """A sweep cell that failed in another process (the Slurm launcher's); Hydra prints its
+    message, not a traceback, once all the cells are done."""
 
 
 def describe_os_error(err: OSError) -> str:

@@ -20,18 +20,21 @@ from collections.abc import Callable
 from pathlib import Path
 
 from hydra.core.hydra_config import HydraConfig
-from hydra.errors import CompactHydraException
 from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from .errors import EXIT_BUSY, EXIT_CRASH, EXIT_INTERRUPT, EXIT_USER, describe_os_error, user_error
+from .errors import (
+    EXIT_BUSY,
+    EXIT_CRASH,
+    EXIT_INTERRUPT,
+    EXIT_USER,
+    CellFailed,
+    describe_os_error,
+    user_error,
+)
 
 _REPORT: SweepReport | None = None   # set in the sweeping process, while its cells run here
-
-
-class CellFailed(CompactHydraException):
-    """A sweep cell that failed in another process; Hydra prints its message, not a traceback."""
 
 
 def run_cell(run: Callable[[DictConfig, Path, list[str]], dict], cfg: DictConfig) -> dict:

@@ -112,15 +112,19 @@ def run(cfg: DictConfig, run_dir: Path, overrides: list[str]) -> dict:
             stored.discard()
             print(f"[retrain] deleted the earlier run in {run_dir}")
         distributed.barrier(dist)
-        # Train, then finish: the final status is written in _finish alone.
         progress, clock, status, message = _train(ctx, data, identity, stored)
-        return _finish(ctx, identity, progress, clock, status, message)
+        summary = _summary(ctx, identity, progress, clock, status, message)
+        if not ctx.main:
+            return summary
+        return _finish(run_dir, summary, keep_checkpoint=bool(cfg.keep_checkpoint))
     except Exception as err:
         # A failure is recorded in this config's run, or in a folder with nothing to lose;
         # never in another config's run, nor in one that another process holds.
         if dist.is_main and not isinstance(err, (IdentityMismatch, RunBusy)):
-            _record_failure(run_dir, stored_dir, lock, describe(err),
-                            command_line(overrides, stored=True), ours)
+            failed = _failed_summary(run_dir, stored_dir, lock, describe(err),
+                                     command_line(overrides, stored=True), ours)
+            if failed is not None:
+                _finish(run_dir, failed)
         raise
     finally:
         lock.release()
@@ -202,28 +206,23 @@ def _build_task(cfg: DictConfig, data, device: torch.device, dist: distributed.D
                 top5=bool(cfg.dataset.get("top5", False)), extra_step=extra_step)
 
 
-def _record_failure(run_dir: Path, stored_dir: str, lock: RunLock, message: str, command: str,
-                    ours: bool) -> None:
-    """Mark the run failed, with the reason, unless another process holds it, it finished, it
-    may be another config's run (`ours` is False and the folder holds results), or the folder
-    cannot be written."""
+def _failed_summary(run_dir: Path, stored_dir: str, lock: RunLock, message: str, command: str,
+                    ours: bool) -> dict | None:
+    """The summary that marks the run failed, with the reason; None where it must not be
+    written: another process holds the run, it finished, it may be another config's run (`ours`
+    is False and the folder holds results), or the folder cannot be written or read."""
     try:
         if not lock.acquire() or not (ours or not StoredRun.read(run_dir).holds_results):
-            return
+            return None
+        previous = read_json(run_dir / "summary.json") or {}
     except OSError:
-        return
-    summary_path = run_dir / "summary.json"
-    try:
-        previous = read_json(summary_path) or {}
+        return None
     except ValueError:                                   # damaged: left for the next start
-        return
+        return None
     if previous.get("status") in FINISHED:
-        return
-    try:
-        write_status(summary_path, {**previous, "status": "failed", "message": message,
-                                    "command": command, "run_dir": stored_dir})
-    except OSError:
-        pass                                             # the printed line still says it
+        return None
+    return {**previous, "status": "failed", "message": message, "command": command,
+            "run_dir": stored_dir}
 
 
 def _start(ctx: RunContext, data, stored: StoredRun) -> tuple[Task, object, Progress]:
@@ -329,8 +328,8 @@ def _summary(ctx: RunContext, identity: Identity, progress: Progress, clock: _Cl
 
 def _write_summary(ctx: RunContext, identity: Identity, progress: Progress, clock: _Clock,
                    status: str, message: str = "") -> dict:
-    """summary.json as the run stands: `running` or `interrupted` while it trains; its final
-    status comes from _finish, the one place a training run ends."""
+    """summary.json as the run stands while it trains: `running` or `interrupted`. Its final
+    status is written by _finish alone."""
     out = _summary(ctx, identity, progress, clock, status, message)
     if ctx.main:
         write_json(ctx.run_dir / "summary.json", out)
@@ -389,18 +388,23 @@ def _epochs(ctx: RunContext, task: Task, scheduler, progress: Progress, identity
     return "completed", ""
 
 
-def _finish(ctx: RunContext, identity: Identity, progress: Progress, clock: _Clock,
-            status: str, message: str) -> dict:
-    """The one place a training run's final status is written. The summary is written before
-    the checkpoint goes: a crash in between leaves a completed summary, never a history with
-    neither."""
-    result = _write_summary(ctx, identity, progress, clock, status, message)
-    if ctx.main:
-        if status == "completed" and not ctx.cfg.keep_checkpoint:
-            ctx.checkpoint.unlink(missing_ok=True)
-        if status == "diverged":
-            kept = (f"; the last good checkpoint is kept: {ctx.checkpoint}"
-                    if ctx.checkpoint.exists() else "")
-            print(f"[diverged] {message}{kept}")
-        print(f"[{status}] {ctx.run_dir}")
-    return result
+def _finish(run_dir: Path, summary: dict, keep_checkpoint: bool = True) -> dict:
+    """The one place a run's final status is written (rank 0): "completed" or "diverged" when
+    training ends, "failed" when an error ends it. The summary is written before the checkpoint
+    goes: a crash in between leaves a completed summary, never a history with neither. A failure
+    that cannot be written is not raised over the error that caused it: its line says it."""
+    status, checkpoint = summary["status"], run_dir / "checkpoint.pt"
+    try:
+        write_status(run_dir / "summary.json", summary)
+    except OSError:
+        if status != "failed":
+            raise
+        return summary
+    if status == "completed" and not keep_checkpoint:
+        checkpoint.unlink(missing_ok=True)
+    if status == "diverged":
+        kept = f"; the last good checkpoint is kept: {checkpoint}" if checkpoint.exists() else ""
+        print(f"[diverged] {summary['message']}{kept}")
+    if status != "failed":
+        print(f"[{status}] {run_dir}")
+    return summary

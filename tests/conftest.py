@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -79,6 +80,19 @@ def stop_at_checkpoint(proc: subprocess.Popen, checkpoint: Path, signum: int,
 @pytest.fixture
 def out_dir(tmp_path: Path) -> Path:
     return tmp_path / "results"
+
+
+def folder_files(folder: Path) -> dict[str, bytes]:
+    """The bytes of every file directly in `folder`, by name: compare before and after."""
+    return {p.name: p.read_bytes() for p in sorted(folder.iterdir()) if p.is_file()}
+
+
+@pytest.fixture
+def copy(completed: Path, tmp_path: Path) -> Path:
+    """A fresh copy of the test module's `completed` run folder, for a test that changes it."""
+    run_dir = tmp_path / "run"
+    shutil.copytree(completed, run_dir)
+    return run_dir
 
 
 class DeadLayerMLP(torch.nn.Module):

@@ -11,7 +11,6 @@ import errno
 import importlib
 import json
 import re
-import shutil
 import signal
 import subprocess
 import sys
@@ -22,7 +21,7 @@ import pytest
 import torch
 import yaml
 
-from conftest import REPO, cli_env, train_in_process
+from conftest import REPO, cli_env, folder_files, train_in_process
 from experiments.errors import EXIT_USER, ResumeError
 from experiments.io import RunLock, save_torch, write_json, write_jsonl, write_text
 from experiments.record import FOLDER_KEYS, IGNORED, exempt_keys
@@ -65,22 +64,11 @@ def _strict_load(text: str):
     return json.loads(text, parse_constant=refuse)
 
 
-def _files(folder: Path) -> dict[str, bytes]:
-    return {p.name: p.read_bytes() for p in sorted(folder.iterdir()) if p.is_file()}
-
-
 @pytest.fixture(scope="module")
 def completed(tmp_path_factory) -> Path:
     """A completed 2-epoch run folder (its checkpoint kept); tests copy it before changing it."""
     run_dir = tmp_path_factory.mktemp("completed") / "run"
     assert train(run_dir, "keep_checkpoint=true")["status"] == "completed"
-    return run_dir
-
-
-@pytest.fixture
-def copy(completed, tmp_path) -> Path:
-    run_dir = tmp_path / "run"
-    shutil.copytree(completed, run_dir)
     return run_dir
 
 
@@ -279,7 +267,7 @@ def test_run_files_keep_no_machine_paths(tmp_path):
 def test_a_completed_run_in_a_folder_that_cannot_be_written_is_skipped(copy, monkeypatch, capsys):
     """A teammate reading a shared results folder: no lock, no write, not even a leftover."""
     (copy / ".summary.json.1a2b3c4d.tmp").write_bytes(b"a killed write")
-    before = _files(copy)
+    before = folder_files(copy)
 
     def read_only(self):
         raise PermissionError(errno.EACCES, "Permission denied", str(self.path))
@@ -287,7 +275,7 @@ def test_a_completed_run_in_a_folder_that_cannot_be_written_is_skipped(copy, mon
     monkeypatch.setattr(RunLock, "acquire", read_only)
     assert train(copy, "keep_checkpoint=true")["status"] == "completed"
     assert "[skip] completed earlier" in capsys.readouterr().out
-    assert _files(copy) == before
+    assert folder_files(copy) == before
     write_text(copy / "summary.json", json.dumps({"status": "interrupted"}))  # one to train
     with pytest.raises(PermissionError):
         train(copy, "keep_checkpoint=true")

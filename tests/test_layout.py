@@ -1,9 +1,10 @@
 """Where things live: the reports are one package imported by one name, without sys.path
 edits; the tools never import the tests; the paper's numbers sit beside the code that reads
-them."""
+them; the engine's error types live in one module."""
 
 from __future__ import annotations
 
+import ast
 import re
 from pathlib import Path
 
@@ -43,3 +44,19 @@ def test_the_papers_numbers_sit_beside_the_reports():
 
     assert PAPER_FILE == REPO / "scripts" / "reports" / "paper_results.yaml"
     assert PAPER_FILE.is_file() and not (REPO / "experiments" / "paper_results.yaml").exists()
+
+
+def test_the_engines_error_types_live_in_one_module():
+    """Every exception class of the engine is defined in experiments/errors.py (the data layer's
+    DataError sits below the engine, in data/common.py)."""
+    def exceptions(path: Path) -> list[str]:
+        return [node.name for node in ast.walk(ast.parse(_text(path)))
+                if isinstance(node, ast.ClassDef) and any(
+                    re.search(r"(Error|Exception|Mismatch|Busy|Diverged|Failed)$", ast.unparse(b))
+                    for b in node.bases)]
+
+    elsewhere = {str(p.relative_to(REPO)): names
+                 for p in sorted((REPO / "experiments").glob("*.py")) + [REPO / "run.py"]
+                 if p.name != "errors.py" and (names := exceptions(p))}
+    assert not elsewhere, f"error types outside experiments/errors.py: {elsewhere}"
+    assert {"RunError", "CellFailed", "Diverged"} <= set(exceptions(REPO / "experiments" / "errors.py"))

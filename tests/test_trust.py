@@ -18,7 +18,15 @@ import torch
 import yaml
 from omegaconf import open_dict
 
-from conftest import REPO, cli_env, compose_config, run_cli, stop_at_checkpoint, train_in_process
+from conftest import (
+    REPO,
+    cli_env,
+    compose_config,
+    folder_files,
+    run_cli,
+    stop_at_checkpoint,
+    train_in_process,
+)
 from data.fixtures import make_mnist, make_ptb
 from experiments.config import check_config
 from experiments.errors import (
@@ -40,10 +48,6 @@ def train(run_dir: Path, *overrides: str) -> dict:
     return train_in_process([*FAST, *overrides], run_dir)
 
 
-def _files(run_dir: Path) -> dict[str, bytes]:
-    return {p.name: p.read_bytes() for p in sorted(run_dir.iterdir()) if p.is_file()}
-
-
 @pytest.fixture(scope="module")
 def completed(tmp_path_factory) -> Path:
     """A completed 2-epoch run folder; tests copy it before they change anything."""
@@ -52,25 +56,18 @@ def completed(tmp_path_factory) -> Path:
     return run_dir
 
 
-@pytest.fixture
-def copy(completed, tmp_path) -> Path:
-    run_dir = tmp_path / "run"
-    shutil.copytree(completed, run_dir)
-    return run_dir
-
-
 # -- run identity ------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("change", ["epochs=3", "optim.lr=0.01", "amp=bf16", "seed=2"])
 def test_another_config_never_skips_or_resumes_the_folders_run(copy, change, capsys):
-    before = _files(copy)
+    before = folder_files(copy)
     with pytest.raises(IdentityMismatch) as err:
         train(copy, change)
     key, value = change.split("=")
     assert f"{key}: " in str(err.value) and value in str(err.value)
     assert "out_dir=" in str(err.value) and "retrain=true" in str(err.value)
-    assert _files(copy) == before                       # nothing was touched, config.yaml too
+    assert folder_files(copy) == before                 # nothing was touched, config.yaml too
 
 
 def test_another_config_never_resumes_an_interrupted_run(copy):
@@ -78,10 +75,10 @@ def test_another_config_never_resumes_an_interrupted_run(copy):
     save_torch(copy / "checkpoint.pt", {"not": "read"})     # a stopped run: a checkpoint ...
     summary = json.loads((copy / "summary.json").read_text())
     write_text(copy / "summary.json", json.dumps({**summary, "status": "interrupted"}))
-    before = _files(copy)
+    before = folder_files(copy)
     with pytest.raises(IdentityMismatch, match="epochs: 2 -> 3"):
         train(copy, "epochs=3")
-    assert _files(copy) == before
+    assert folder_files(copy) == before
 
 
 @pytest.mark.parametrize("change", ["device=cpu", "log_every=7", "grad_norm_every=1",
