@@ -26,8 +26,8 @@ from .aggregate import SeedStats, best_percent, cell_stats  # noqa: E402
 from .figures import style  # noqa: E402
 from .grids import Artifact, Cell, Grid, find_run, label  # noqa: E402
 from .output import save_figure  # noqa: E402
+from .readings import Reading, readings_table  # noqa: E402
 from .runs import Run, is_finite_number  # noqa: E402
-from .stats import paired_effect  # noqa: E402
 from .tables import format_stats  # noqa: E402
 from .tuning import write_rows  # noqa: E402
 
@@ -151,51 +151,18 @@ def _lr_figure(artifact: Artifact, curves: dict, paper_values: dict, out_dir: Pa
     return paths
 
 
-def _paired(runs: list[Run], first: Cell, second: Cell, seeds) -> str:
-    """first − second over the seeds where both completed: mean [95% bootstrap CI] (n)."""
-    pairs = []
-    for seed in seeds:
-        a, b = find_run(runs, first, seed), find_run(runs, second, seed)
-        if a is None or b is None or a.status != "completed" or b.status != "completed":
-            continue
-        va, vb = METRIC(a), METRIC(b)
-        if va is not None and vb is not None:
-            pairs.append((va, vb))
-    if len(pairs) < 2:
-        return f"— (n={len(pairs)})"
-    effect = paired_effect([np.array([a for a, _ in pairs]), np.array([b for _, b in pairs])],
-                           [1.0, -1.0])
-    return f"{effect.mean:+.2f} [{effect.low:+.2f}, {effect.high:+.2f}] (n={effect.n})"
-
-
 def render_readings(artifact: Artifact, runs: list[Run], out_dir: Path,
                     paper: dict) -> list[Path]:
     """Rows: the six optimizers, then each NG − base difference; columns: the readings."""
     grids = [_reference(artifact)] + [g for g in artifact.grids if not g.reference]
     names = {"table4": "Table 4's protocol", "table4_kim": "Kim's reading",
              "table4_tfport": "the TF port's reading"}
-    header = (["Optimizer"] + [names.get(g.sweep, g.sweep) for g in grids] + ["paper"])
     values = paper.get("table4", {}).get("values", {})
-
-    def cell(grid: Grid, optim: str) -> Cell:
-        return grid.cell(grid.datasets[0], grid.models[0], optim, grid.variants[0])
-
-    rows = []
     optims = [o for family in FAMILIES for o in reversed(family)]
-    for optim in optims:
-        reported = values.get(optim, {}).get("best_val_acc", {}).get("mean")
-        rows.append([label(optim)]
-                    + [format_stats(cell_stats(runs, cell(g, optim), artifact.seeds, METRIC))
-                       for g in grids]
-                    + ["—" if reported is None else f"{reported:.2f}"])
-    for base, normalized in FAMILIES:
-        reported = [values.get(o, {}).get("best_val_acc", {}).get("mean")
-                    for o in (normalized, base)]
-        gap = (f"{reported[0] - reported[1]:+.2f}" if all(map(is_finite_number, reported))
-               else "—")
-        rows.append([f"{label(normalized)} − {label(base)}"]
-                    + [_paired(runs, cell(g, normalized), cell(g, base), artifact.seeds)
-                       for g in grids] + [gap])
+    header, rows = readings_table(
+        runs, [Reading(names.get(g.sweep, g.sweep), (g,), artifact.seeds) for g in grids],
+        [("", METRIC)], optims, [(normalized, base) for base, normalized in FAMILIES],
+        {o: values.get(o, {}).get("best_val_acc", {}).get("mean") for o in optims})
     settings = "; ".join(
         f"{names.get(g.sweep, g.sweep)}: "
         + (", ".join(f"{k}={v}" for k, v in g.variants[0]) or "the defaults")

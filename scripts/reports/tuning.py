@@ -17,6 +17,7 @@ import pandas as pd
 from .aggregate import SeedStats, cell_stats, final_error
 from .grids import MIXED, Artifact, Cell, Grid, label
 from .output import write_atomic
+from .readings import Reading, readings_table
 from .runs import Run
 from .tables import MIXED_NOTE, format_stats, key_label
 
@@ -126,24 +127,12 @@ def render_readings(artifact: Artifact, runs: list[Run], out_dir: Path, paper: d
     topk = ablation.datasets[0] == "imagenet"
     metrics = ([("Top-1 error", final_error("test_top1")), ("Top-5 error", final_error("test_top5"))]
                if topk else [("Test error", final_error("test_acc"))])
-    header = ["Optimizer"] + [f"{name} ({text})" for text in (default_text, other_text)
-                              for name, _ in metrics]
-    rows = []
-    for optim in ablation.optims:
-        reference = next((g for g in artifact.grids if g.reference and optim in g.optims), None)
-        cells = [label(optim)]
-        for source in (reference, ablation):
-            for _, metric in metrics:
-                if source is None:
-                    cells.append("n/a")
-                    continue
-                cell = source.cell(source.datasets[0], source.models[0], optim, source.variants[0])
-                cells.append(format_stats(cell_stats(runs, cell, source.seeds, metric)))
-        rows.append(cells)
+    readings = [Reading(default_text, tuple(g for g in artifact.grids if g.reference)),
+                Reading(other_text, (ablation,))]
+    header, rows = readings_table(runs, readings, metrics, ablation.optims)
     sources = ", ".join(dict.fromkeys(g.sweep for g in artifact.grids if g.reference))
     note = _note(artifact, (
         f"Mean ± sample std (ddof=1) over seeds {','.join(map(str, ablation.seeds))} at the last "
         f"epoch. Default reading ({default_text}): the runs of {sources}; other reading "
         f"({other_text}): the runs of {ablation.sweep}. docs/PROTOCOL.md gives both readings."))
     return write_rows(artifact, header, rows, note, out_dir)
-

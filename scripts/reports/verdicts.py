@@ -1,6 +1,6 @@
 """The paper's claims, checked: scripts/reports/claims.yaml lists each claim of section 4 with
 its cells, metric and comparison; this module finds each cell's runs (grids.find_run, so a cell
-reads only the runs its config asks for), pairs them by seed and computes a verdict:
+reads only the runs its config asks for), pairs them by seed (.pairs) and computes a verdict:
 
 - holds: the 95% bootstrap CI of the mean paired difference excludes 0 on the paper's side,
   and the Holm-adjusted paired t test agrees (p < alpha);
@@ -24,6 +24,7 @@ import yaml
 
 from .claim_metrics import METRICS, finite
 from .grids import Artifact, Cell, find_run, label
+from .pairs import pair_seeds
 from .runs import Run
 from .stats import MAX_SEEDS, Effect, holm, paired_effect, seeds_for_power
 
@@ -249,60 +250,24 @@ def protocol_notes(run: Run, paper: dict, scale: str) -> list[str]:
 
 def measure(comparison: Comparison, runs: list[Run], seeds: tuple[int, ...], data: dict,
             protocol: dict, scale: str) -> Result:
-    """The comparison on the seeds where every cell has a completed run with the metric."""
+    """The comparison on the seeds that pair (.pairs): every cell has a completed run with the
+    metric."""
     settings = data["settings"]
     metric = METRICS[comparison.metric]
     result = Result(comparison)
-    columns: list[list[float]] = [[] for _ in comparison.terms]
-    problems: dict[str, list[str]] = {}
-    paired = []
-    for seed in seeds:
-        values, notes = [], []
-        for cell, _ in comparison.terms:
-            run = find_run(runs, cell, seed)
-            status = run.status if run is not None else _absent(runs, cell, seed)
-            if status == "completed":
-                value = metric(run, settings)
-                status = "without the metric" if value is None else status
-            if status != "completed":
-                where = f"{label(cell.optim)} {_short(cell)}seed {seed}".strip()
-                problems.setdefault(_problem(status), []).append(where)
-                break
-            values.append(value)
-            notes += protocol_notes(run, protocol, scale)
-        else:
-            paired.append(seed)
-            result.protocol = sorted(set(result.protocol) | set(notes))
-            for column, value in zip(columns, values, strict=True):
-                column.append(value)
-    if len(paired) < settings["min_seeds"]:
+    pairs = pair_seeds(runs, [cell for cell, _ in comparison.terms], seeds,
+                       lambda run: metric(run, settings))
+    result.protocol = sorted({note for found in pairs.runs for run in found
+                              for note in protocol_notes(run, protocol, scale)})
+    if len(pairs.seeds) < settings["min_seeds"]:
         detail = "; ".join(f"{kind}: {', '.join(where[:3])}" + (" ..." if len(where) > 3 else "")
-                           for kind, where in sorted(problems.items()))
-        result.reason = (f"{len(paired)} paired seed(s) of {len(seeds)}, "
+                           for kind, where in sorted(pairs.problems.items()))
+        result.reason = (f"{len(pairs.seeds)} paired seed(s) of {len(seeds)}, "
                          f"need {settings['min_seeds']}" + (f" ({detail})" if detail else ""))
         return result
-    arrays = [np.asarray(column) for column in columns]
+    arrays = [np.asarray(column) for column in pairs.columns]
     result.effect = paired_effect(arrays, [w for _, w in comparison.terms], comparison.offset)
     return result
-
-
-def _short(cell: Cell) -> str:
-    extra = "".join(f"{k.rpartition('.')[2]}={v} " for k, v in cell.overrides)
-    return f"{label(cell.model)} {extra}"
-
-
-def _absent(runs: list[Run], cell: Cell, seed: int) -> str:
-    """Why no run answers the cell: none at all, or one of another config (other overrides,
-    epochs or code defaults; the report's missing-runs list names the differences)."""
-    names = (cell.dataset, cell.model, cell.optim, seed)
-    other = any((run.dataset, run.model, run.optim, run.seed) == names for run in runs)
-    return "only under another config" if other else "missing"
-
-
-def _problem(status: str) -> str:
-    if status in ("diverged", "without the metric", "missing", "only under another config"):
-        return status
-    return "not finished"
 
 
 def decide(results: list[Result], data: dict) -> None:
