@@ -77,6 +77,29 @@ def stop_at_checkpoint(proc: subprocess.Popen, checkpoint: Path, signum: int,
             proc.wait()
 
 
+def run_on_tmpfs(mount: Path, options: str, run_args: str, setup: str = "",
+                 after: str = "") -> subprocess.CompletedProcess:
+    """`run.py run_args` in a mount namespace where `mount` is a fresh tmpfs (mount -o
+    `options`: a small one fills up, `ro` cannot be written), with `setup` before it and `after`
+    after it; stdout holds `rc=<exit code>` between them. Skips where no tmpfs can be mounted."""
+    mount.mkdir()
+    return _in_mount_namespace(
+        f"mount -t tmpfs -o {options} tmpfs {mount} || exit 99; {setup + '; ' if setup else ''}"
+        f"{sys.executable} {REPO / 'run.py'} {run_args}; echo rc=$?; {after}")
+
+
+def _in_mount_namespace(cmd: str) -> subprocess.CompletedProcess:
+    if shutil.which("unshare") is None:
+        pytest.skip("needs util-linux unshare to mount a test file system")
+    for unshare in (["unshare", "--mount"], ["unshare", "--user", "--map-root-user", "--mount"]):
+        proc = subprocess.run([*unshare, "sh", "-c", cmd], cwd=REPO, env=cli_env(),
+                              capture_output=True, text=True, timeout=300)
+        if proc.returncode != 99 and not proc.stderr.startswith("unshare:"):
+            return proc
+    pytest.skip("cannot mount a tmpfs here (no mount namespace)")
+
+
+
 @pytest.fixture
 def out_dir(tmp_path: Path) -> Path:
     return tmp_path / "results"

@@ -21,7 +21,7 @@ import pytest
 import torch
 import yaml
 
-from conftest import REPO, cli_env, folder_files, train_in_process
+from conftest import REPO, cli_env, folder_files, run_on_tmpfs, train_in_process
 from experiments.errors import EXIT_USER, ResumeError
 from experiments.io import RunLock, save_torch, write_json, write_jsonl, write_text
 from experiments.record import FOLDER_KEYS, IGNORED, exempt_keys
@@ -141,16 +141,11 @@ def test_ctrl_c_during_start_up_exits_130_without_a_traceback(tmp_path):
 
 @pytest.mark.slow  # needs a read-only mount, so a new process in a mount namespace
 def test_a_read_only_runs_tree_is_one_line_for_a_new_cell(tmp_path):
-    from test_trust import _in_mount_namespace
-
     mount = tmp_path / "mnt"
-    mount.mkdir()
     runs = f"{mount}/out/runs"
-    cmd = (f"mount -t tmpfs -o size=1m tmpfs {mount} || exit 99; mkdir -p {runs}; "
-           f"mount --bind {runs} {runs} && mount -o remount,bind,ro {runs} || exit 99; "
-           f"{sys.executable} {REPO / 'run.py'} model=mlp6 epochs=1 out_dir={mount}/out; "
-           "echo rc=$?")
-    proc = _in_mount_namespace(cmd)
+    proc = run_on_tmpfs(mount, "size=1m", f"model=mlp6 epochs=1 out_dir={mount}/out",
+                        setup=f"mkdir -p {runs}; mount --bind {runs} {runs} && "
+                              f"mount -o remount,bind,ro {runs} || exit 99")
     assert "rc=2" in proc.stdout, proc.stdout[-2000:] + proc.stderr[-2000:]
     assert proc.stderr.strip().splitlines() == [
         f"error: read-only file system: {runs}/digits. Point out_dir= at a writable folder; "

@@ -24,6 +24,7 @@ from conftest import (
     compose_config,
     folder_files,
     run_cli,
+    run_on_tmpfs,
     stop_at_checkpoint,
     train_in_process,
 )
@@ -355,12 +356,9 @@ def test_lock_busy_has_its_own_exit_code(tmp_path):
 def test_a_full_disk_is_one_line_and_marks_the_run_failed(tmp_path):
     """200 kB: config.yaml and summary.json fit, the first checkpoint (~300 kB) does not."""
     mount = tmp_path / "mnt"
-    mount.mkdir()
     run_dir = f"{mount}/out/runs/digits/mlp6/adamng/epochs=2/seed1"
-    cmd = (f"mount -t tmpfs -o size=200k tmpfs {mount} || exit 99; "
-           f"{sys.executable} {REPO / 'run.py'} model=mlp6 epochs=2 out_dir={mount}/out; "
-           f"echo rc=$?; cat {run_dir}/summary.json; ls -a {run_dir}")
-    proc = _in_mount_namespace(cmd)
+    proc = run_on_tmpfs(mount, "size=200k", f"model=mlp6 epochs=2 out_dir={mount}/out",
+                        after=f"cat {run_dir}/summary.json; ls -a {run_dir}")
     assert "rc=2" in proc.stdout, proc.stdout[-2000:] + proc.stderr[-2000:]
     assert "Traceback" not in proc.stderr
     assert "error: no space left on device" in proc.stderr
@@ -373,25 +371,11 @@ def test_a_full_disk_is_one_line_and_marks_the_run_failed(tmp_path):
 @pytest.mark.slow  # a CLI start; the full-disk test covers the same path in the default run
 def test_a_read_only_out_dir_is_one_line(tmp_path):
     mount = tmp_path / "mnt"
-    mount.mkdir()
-    cmd = (f"mount -t tmpfs -o ro,size=100k tmpfs {mount} || exit 99; "
-           f"{sys.executable} {REPO / 'run.py'} epochs=1 out_dir={mount}/out; echo rc=$?")
-    proc = _in_mount_namespace(cmd)
+    proc = run_on_tmpfs(mount, "ro,size=100k", f"epochs=1 out_dir={mount}/out")
     assert "rc=2" in proc.stdout, proc.stdout[-2000:] + proc.stderr[-2000:]
     assert proc.stderr.strip().splitlines() == [
         f"error: cannot write out_dir={mount}/out: read-only file system: {mount}/out. "
         "Point out_dir= at a writable folder; then run the same command to go on."]
-
-
-def _in_mount_namespace(cmd: str) -> subprocess.CompletedProcess:
-    if shutil.which("unshare") is None:
-        pytest.skip("needs util-linux unshare to mount a test file system")
-    for unshare in (["unshare", "--mount"], ["unshare", "--user", "--map-root-user", "--mount"]):
-        proc = subprocess.run([*unshare, "sh", "-c", cmd], cwd=REPO, env=cli_env(),
-                              capture_output=True, text=True, timeout=300)
-        if proc.returncode != 99 and not proc.stderr.startswith("unshare:"):
-            return proc
-    pytest.skip("cannot mount a tmpfs here (no mount namespace)")
 
 
 @pytest.mark.slow  # the same checkpoint path as test_scaleout's SIGUSR2 test, plus the exit code
