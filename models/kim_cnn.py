@@ -87,15 +87,7 @@ class KimCNN(nn.Module):
         weight.copy_(torch.renorm(weight, p=2, dim=0, maxnorm=self.max_norm))
 
 
-def kim_cnn(
-    vocab_size: int,
-    emb: int = 128,
-    windows: tuple[int, ...] | list[int] = (3, 4, 5),
-    maps: int = 100,
-    num_classes: int = 2,
-    dropout: float = 0.5,
-    max_norm: float | None = None,
-    emb_init: float | None = None,
-) -> KimCNN:
-    """Kim's CNN-rand; see :class:`KimCNN`. ``max_norm=3.0`` turns on Kim's constraint."""
-    return KimCNN(vocab_size, emb, windows, maps, num_classes, dropout, max_norm, emb_init)
+def kim_cnn(vocab_size: int, **options) -> KimCNN:
+    """Kim's CNN-rand; see :class:`KimCNN` for the options. ``max_norm=3.0`` turns on Kim's
+    constraint."""
+    return KimCNN(vocab_size, **options)
