@@ -1,16 +1,22 @@
 """Table 4's learning-rate and readings tables: the right runs in the right cells, the counts of
-learning rates that work, the last-epoch mark, and the paired NG − base rows."""
+learning rates that work, the last-epoch mark, and the paired NG − base rows; the readings table
+that Table 4's readings and the ablations share (reports.readings), and its seed pairs, the
+verdicts' own."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 from test_reports import write_run
 
+from reports.aggregate import best_percent
 from reports.grids import ARTIFACTS
+from reports.readings import Reading, readings_table
 from reports.runs import load_runs
 from reports.sensitivity import render_lr, render_readings
 from reports.tables import load_paper
+from reports.verdicts import evaluate, load_claims
 
 SEEDS = (1, 2, 3)
 
@@ -71,3 +77,40 @@ def test_readings_table_pairs_seeds_for_the_ng_rows(tmp_path: Path):
     difference = rows["AdamNG − Adam"]
     assert difference[1].startswith("+3.00 [") and difference[1].endswith("(n=3)")
     assert difference[0] == "— (n=0)" and difference[3] == "+3.09"
+
+
+def test_difference_rows_pair_seeds_as_the_verdicts_do(tmp_path: Path):
+    """Seed 2's AdamNG diverged and seed 4's Adam is still running: both the readings table and
+    the verdict pair seeds 1, 3 and 5, and give the same interval."""
+    ng, base = [0.80, 0.70, 0.78, 0.79, 0.81], [0.76, 0.75, 0.77, 0.74, 0.75]
+    for seed in range(1, 6):
+        write_run(tmp_path, "rt", "kimcnn", "adamng", seed, accs=[0.5, ng[seed - 1]],
+                  status="diverged" if seed == 2 else "completed")
+        write_run(tmp_path, "rt", "kimcnn", "adam", seed, accs=[0.5, base[seed - 1]],
+                  status="running" if seed == 4 else "completed")
+    seeds = tuple(range(1, 6))
+    runs = load_runs(tmp_path)
+    render_readings(ARTIFACTS["table4_readings"].adapt(seeds=seeds), runs, tmp_path,
+                    load_paper())
+    shown = _rows(tmp_path / "tables" / "table4_readings.md")["AdamNG − Adam"][0]
+    data = load_claims()
+    data["claims"] = [{"id": "ng-beats-base", "artifact": "table4", "quote": "q", "compare": [
+        {"kind": "above", "a": "adamng", "b": "adam", "metric": "best_val_acc"}]}]
+    [claim] = evaluate({"table4": ARTIFACTS["table4"].adapt(seeds=seeds)}, runs, data)
+    effect = claim.results[0].effect
+    assert effect.n == 3 and round(effect.mean, 6) == round(100 * (0.04 + 0.01 + 0.06) / 3, 6)
+    assert shown == f"{effect.mean:+.2f} [{effect.low:+.2f}, {effect.high:+.2f}] (n=3)"
+
+
+def test_readings_table_marks_a_reading_without_the_optimizer_na():
+    """No runs: every cell empty ("—"), a difference over no seeds "(n=0)"; a reading whose grids
+    lack the optimizer "n/a"; a missing paper number "—", and so its gap."""
+    table4 = ARTIFACTS["table4"].grids[0]
+    readings = [Reading("all", (table4,), (1, 2)),
+                Reading("Adam only", (replace(table4, optims=("adam",)),), (1, 2))]
+    header, rows = readings_table([], readings, [("Accuracy", best_percent("test_acc"))],
+                                  ["adam", "adamng"], [("adamng", "adam")],
+                                  {"adam": 74.02, "adamng": None})
+    assert header == ["Optimizer", "Accuracy (all)", "Accuracy (Adam only)", "paper"]
+    assert rows == [["Adam", "—", "—", "74.02"], ["AdamNG", "—", "n/a", "—"],
+                    ["AdamNG − Adam", "— (n=0)", "n/a", "—"]]

@@ -21,6 +21,7 @@ from conftest import REPO, compose_config, train_in_process
 from data.fixtures import make_mnist
 from reports import cli
 from reports.grids import ARTIFACTS
+from reports.pairs import pair_seeds
 from reports.runs import load_runs
 from reports.stats import agreement, holm, paired_effect, seeds_for_power, t_power
 from reports.verdicts import WORDS, evaluate, load_claims
@@ -175,6 +176,36 @@ def test_missing_and_diverged_seeds_are_untestable_with_the_reason(tmp_path):
     claim = table4_verdict(tmp_path)
     assert claim.verdict == "untestable" and "diverged: AdamNG" in claim.reason
 
+
+
+def test_a_seed_pairs_only_where_every_cell_completed_with_the_metric(tmp_path):
+    """The one definition of a seed pair (reports.pairs), with the reason each other seed fails."""
+    for seed, ng, base in ((1, 0.8, 0.7), (5, 0.8, 0.7), (6, 0.9, 0.75), (7, 0.8, 0.7)):
+        write_run(tmp_path, "table4", "kimcnn", "adamng", seed, accs=[0.5, ng])
+        write_run(tmp_path, "table4", "kimcnn", "adam", seed, accs=[0.5, base])
+    write_run(tmp_path, "table4", "kimcnn", "adamng", 2, accs=[0.5, 0.8], status="diverged")
+    write_run(tmp_path, "table4", "kimcnn", "adam", 2, accs=[0.5, 0.7])
+    for seed, status in ((3, "running"), (4, None)):     # seed 4: Adam has no run at all
+        write_run(tmp_path, "table4", "kimcnn", "adamng", seed, accs=[0.5, 0.8])
+        if status:
+            write_run(tmp_path, "table4", "kimcnn", "adam", seed, accs=[0.5], status=status)
+    other = tmp_path / "runs" / "rt" / "kimcnn" / "adamng" / "default" / "seed7" / "config.yaml"
+    other.write_text(yaml.safe_dump(dict(yaml.safe_load(other.read_text()), epochs=10)))
+    grid = ARTIFACTS["table4"].grids[0]
+    cells = [grid.cell("rt", "kimcnn", optim) for optim in ("adamng", "adam")]
+
+    def accuracy(run):          # seed 5's AdamNG run does not hold the metric
+        return None if (run.optim, run.seed) == ("adamng", 5) else 100 * run.best["test_acc"]
+
+    pairs = pair_seeds(load_runs(tmp_path), cells, range(1, 8), accuracy)
+    assert pairs.seeds == [1, 6]
+    assert pairs.columns == [pytest.approx([80.0, 90.0]), pytest.approx([70.0, 75.0])]
+    assert [[(run.optim, run.seed) for run in found] for found in pairs.runs] == [
+        [("adamng", 1), ("adam", 1)], [("adamng", 6), ("adam", 6)]]
+    assert pairs.problems == {
+        "diverged": ["AdamNG Kim-CNN seed 2"], "not finished": ["Adam Kim-CNN seed 3"],
+        "missing": ["Adam Kim-CNN seed 4"], "without the metric": ["AdamNG Kim-CNN seed 5"],
+        "only under another config": ["AdamNG Kim-CNN seed 7"]}
 
 def test_damaged_run_files_give_untestable_not_a_crash(tmp_path):
     for seed in (1, 2, 3):

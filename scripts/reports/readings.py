@@ -41,6 +41,23 @@ class Reading:
         return (grid.cell(grid.datasets[0], grid.models[0], optim, grid.variants[0]),
                 self.seeds or grid.seeds)
 
+    def stats(self, runs: list[Run], optim: str, metric: Metric) -> str:
+        """`optim` under this reading: mean ± std over its seeds; n/a where it has no cell."""
+        found = self.cell(optim)
+        return "n/a" if found is None else format_stats(cell_stats(runs, *found, metric))
+
+    def difference(self, runs: list[Run], first: str, second: str, metric: Metric) -> str:
+        """first − second over the seeds that pair (of the first's seeds): mean [95% bootstrap
+        interval] (n); n/a where either has no cell."""
+        ours, theirs = self.cell(first), self.cell(second)
+        if ours is None or theirs is None:
+            return "n/a"
+        pairs = pair_seeds(runs, [ours[0], theirs[0]], ours[1], metric)
+        if len(pairs.seeds) < MIN_PAIRS:
+            return f"— (n={len(pairs.seeds)})"
+        effect = paired_effect([np.asarray(column) for column in pairs.columns], [1.0, -1.0])
+        return f"{effect.mean:+.2f} [{effect.low:+.2f}, {effect.high:+.2f}] (n={effect.n})"
+
 
 def readings_table(runs: list[Run], readings: Sequence[Reading],
                    metrics: Sequence[tuple[str, Metric]], optims: Sequence[str],
@@ -55,36 +72,15 @@ def readings_table(runs: list[Run], readings: Sequence[Reading],
     header += [] if paper is None else ["paper"]
     rows = []
     for optim in optims:
-        cells = [_stats(runs, reading.cell(optim), metric)
+        cells = [reading.stats(runs, optim, metric)
                  for reading in readings for _, metric in metrics]
         rows.append([label(optim), *cells] + ([] if paper is None else [_number(paper, optim)]))
     for first, second in differences:
-        cells = [_difference(runs, reading, first, second, metric)
+        cells = [reading.difference(runs, first, second, metric)
                  for reading in readings for _, metric in metrics]
         rows.append([f"{label(first)} − {label(second)}", *cells]
                     + ([] if paper is None else [_gap(paper, first, second)]))
     return header, rows
-
-
-def _stats(runs: list[Run], found: tuple[Cell, tuple[int, ...]] | None, metric: Metric) -> str:
-    if found is None:
-        return "n/a"
-    cell, seeds = found
-    return format_stats(cell_stats(runs, cell, seeds, metric))
-
-
-def _difference(runs: list[Run], reading: Reading, first: str, second: str,
-                metric: Metric) -> str:
-    """first − second over the seeds that pair (the first's seeds): mean [95% bootstrap
-    interval] (n)."""
-    ours, theirs = reading.cell(first), reading.cell(second)
-    if ours is None or theirs is None:
-        return "n/a"
-    pairs = pair_seeds(runs, [ours[0], theirs[0]], ours[1], metric)
-    if len(pairs.seeds) < MIN_PAIRS:
-        return f"— (n={len(pairs.seeds)})"
-    effect = paired_effect([np.asarray(column) for column in pairs.columns], [1.0, -1.0])
-    return f"{effect.mean:+.2f} [{effect.low:+.2f}, {effect.high:+.2f}] (n={effect.n})"
 
 
 def _number(paper: dict[str, float | None], optim: str) -> str:
