@@ -8,8 +8,8 @@ best, and those at or above 70%.
 
 `table4_readings`: the six optimizers under Table 4's own protocol, Kim's reading
 (`table4_kim`) and the TF port's reading (`table4_tfport`), with the paper's number and, per
-reading, each NG variant's paired difference to its base (mean over seeds, 95% bootstrap
-interval, scipy.stats via .stats)."""
+reading, each NG variant's paired difference to its base (mean over the seeds that pair, as
+the verdicts pair them, with its 95% bootstrap interval): a table of readings (.readings)."""
 
 from __future__ import annotations
 

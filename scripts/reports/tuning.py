@@ -6,7 +6,8 @@ one column per searched value: the holdout error (%) of that value's run, then o
 value with the lowest holdout error among the finished, non-diverged runs) and the paper's pick
 (scripts/reports/paper_results.yaml `tuning`). Readings (`ablation_bn_blocks`,
 `ablation_imagenet_decay`): one row per optimizer, the default reading's result (the reference
-grids: another artifact's runs) next to the other reading's (the ablation's own sweep)."""
+grids: another artifact's runs) next to the other reading's (the ablation's own sweep), a table
+of readings (.readings) as Table 4's are."""
 
 from __future__ import annotations
 
