@@ -299,24 +299,25 @@ def decide(results: list[Result], data: dict) -> None:
 
 
 def summarize(claim: dict, results: list[Result], scale: str) -> ClaimResult:
+    """One contradicted comparison contradicts the claim; it holds when all hold; else one still
+    open leaves it inconclusive, and otherwise it is untestable. The reason quotes the deciding
+    comparison: the surest contradiction, the weakest hold or open one, the first untestable."""
     words = [r.verdict for r in results]
-    total = len(results)
     if "contradicted" in words:
-        bad = [r for r in results if r.verdict == "contradicted"]
-        deciding = min(bad, key=lambda r: r.p_holm)
-        verdict, reason = "contradicted", f"{len(bad)} of {total} comparisons contradicted"
+        verdict = "contradicted"
     elif words and all(w == "holds" for w in words):
-        deciding = max(results, key=lambda r: r.p_holm)
-        verdict, reason = "holds", f"all {total} comparisons hold"
-    elif "inconclusive" in words:
-        open_ = [r for r in results if r.verdict == "inconclusive"]
-        deciding = max(open_, key=lambda r: r.p_holm)
-        verdict, reason = "inconclusive", f"{len(open_)} of {total} comparisons inconclusive"
+        verdict = "holds"
     else:
-        lost = [r for r in results if r.verdict == "untestable"]
-        deciding = lost[0] if lost else None
-        verdict = "untestable"
-        reason = f"{len(lost)} of {total} comparisons untestable"
+        verdict = "inconclusive" if "inconclusive" in words else "untestable"
+    found = [r for r in results if r.verdict == verdict]
+    if verdict == "contradicted":
+        deciding = min(found, key=lambda r: r.p_holm)
+    elif verdict == "untestable":
+        deciding = found[0] if found else None
+    else:
+        deciding = max(found, key=lambda r: r.p_holm)
+    count = f"all {len(results)}" if verdict == "holds" else f"{len(found)} of {len(results)}"
+    reason = f"{count} comparisons {'hold' if verdict == 'holds' else verdict}"
     if deciding is not None and deciding.reason:
         reason += f"; {deciding.comparison.label}: {deciding.reason}"
     return ClaimResult(claim, scale, results, verdict, reason, deciding)
