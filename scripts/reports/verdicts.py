@@ -27,6 +27,7 @@ from .grids import Artifact, Cell, find_run, label
 from .pairs import pair_seeds
 from .runs import Run
 from .stats import MAX_SEEDS, Effect, holm, paired_effect, seeds_for_power
+from .sweeps import same_value
 
 CLAIMS_FILE = Path(__file__).resolve().with_name("claims.yaml")
 WORDS = ("holds", "contradicted", "inconclusive", "untestable")
@@ -110,13 +111,6 @@ def _as_list(value) -> list:
     return list(value) if isinstance(value, (list, tuple)) else [value]
 
 
-def _same(a, b) -> bool:
-    try:
-        return float(a) == float(b)
-    except (TypeError, ValueError):
-        return str(a) == str(b)
-
-
 def _cell_label(cell: Cell, artifact: Artifact) -> str:
     parts = [label(cell.dataset)] if len(set(c.dataset for c in artifact.cells())) > 1 else []
     if len(artifact.models) > 1:
@@ -138,7 +132,7 @@ class Resolver:
         found = [c for c in self.artifact.cells() if c.optim == optim
                  and (where.get("model") is None or c.model == where["model"])
                  and (where.get("dataset") is None or c.dataset == where["dataset"])
-                 and all(_same(dict(c.overrides).get(k), v) for k, v in where.items()
+                 and all(same_value(dict(c.overrides).get(k), v) for k, v in where.items()
                          if "." in k)]
         if not found:
             raise ClaimsError(f"no cell of {self.artifact.name} for {optim} {where}")
@@ -158,7 +152,7 @@ class Resolver:
             values = [v for v in values if v is not None]
             scores.append((float(np.mean(values)) if values else math.inf, index))
         best = dict(candidates[min(scores)[1]].overrides).get(key)
-        return next((c for c in cells if _same(dict(c.overrides).get(key), best)), cells[0])
+        return next((c for c in cells if same_value(dict(c.overrides).get(key), best)), cells[0])
 
 
 def _expand(entry: dict) -> list[dict]:
