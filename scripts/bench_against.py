@@ -87,7 +87,8 @@ def extract(rev: str, dest: Path) -> str:
             raise BenchError(f"git show {commit}:{name} failed: {blob.stderr.decode().strip()}")
         (dest / name).parent.mkdir(parents=True, exist_ok=True)
         (dest / name).write_bytes(blob.stdout)
-    return git("log", "-1", "--format=%h %s", commit).stdout.decode().strip()[:80]
+    named = git("log", "-1", "--format=%h %s", commit).stdout.decode().strip()
+    return named if len(named) <= 80 else named[:77].rsplit(" ", 1)[0] + " ..."
 
 
 def describe_this() -> str:
@@ -301,9 +302,9 @@ def report(args: argparse.Namespace, workers: dict[str, Worker], jobs: list[tupl
 
     print(f"{describe_this()} against {other_label}")
     print(f"torch {torch.__version__}, {args.threads} thread(s), {args.clock} clock; "
-          f"{args.copies} copies of each version, each in its own process, {args.repeats} "
-          "interleaved steps each; batches as bench_optim's e2e part (ResNet-20: 128 CIFAR-"
-          "shaped, MLP-18: 100 MNIST-shaped, PTB-LSTM: 100 x 40 tokens)")
+          f"{args.copies} {'copy' if args.copies == 1 else 'copies'} of each version, each in "
+          f"its own process, {args.repeats} interleaved steps each; batches as bench_optim's e2e "
+          "part (ResNet-20: 128 CIFAR-shaped, MLP-18: 100 MNIST-shaped, PTB-LSTM: 100 x 40 tokens)")
     header = (f"{'model':<10} {'optimizer':<10} {'this ms':>8} {'other ms':>8} "
               f"{'this/other throughput':>21} {'noise':>6} {'loss gap':>8}")
     print(header + "\n" + "-" * len(header), flush=True)
