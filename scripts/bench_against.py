@@ -1,7 +1,7 @@
 """Whole training steps with this checkout's bng against the bng of another git revision.
 
     python scripts/bench_against.py --against 7eeed7c --models MLP-18 ResNet-20 \\
-        --threads 1 --clock cpu --repeats 30
+        --threads 1 --clock cpu --repeats 80      # ~4 min on 2 cores (docs/SPEED.md)
 
 For each model of bench_optim's ``e2e`` part (ResNet-20 with SGDMNG on CIFAR-shaped batches of
 128, MLP-18 and the PTB LSTM with AdamNG on MNIST-shaped batches of 100 and 100 x 40 token
@@ -12,8 +12,8 @@ version's median step time, the this/other throughput (the median over repetitio
 other's summed step times over this checkout's), the noise (this checkout's copies against each
 other: the same code, so its distance from 1 is what the run can resolve), and how far the
 copies' losses lie apart after one update (the same work: a speed ratio means little if the
-versions no longer compute the same step). "This checkout" is the working tree's bng, uncommitted changes
-included; the header says so when there are some.
+versions no longer compute the same step). "This checkout" is the working tree's bng,
+uncommitted changes included; the header says so when there are some.
 
 Why worker processes: bng imports its own modules by absolute name (``from bng.functional
 import ...``), so a second copy loaded under another top-level name would still run this
