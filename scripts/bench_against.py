@@ -338,7 +338,8 @@ def main() -> None:
                         help="cpu: each worker's own CPU time (time.process_time), which leaves "
                              "out the time other processes hold the cores; use with --threads 1")
     counts = {"threads": (2, "torch.set_num_threads per worker"),
-              "repeats": (20, "timed steps per copy"), "copies": (2, "worker processes per version")}
+              "repeats": (20, "timed steps per copy"),
+              "copies": (2, "worker processes per version")}
     for flag, (default, meaning) in counts.items():
         parser.add_argument(f"--{flag}", type=int, default=default, help=meaning)
     args = parser.parse_args()

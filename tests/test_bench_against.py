@@ -83,4 +83,5 @@ def test_a_worker_that_stops_says_why_in_one_line(tmp_path: Path):
     with pytest.raises(bench_against.BenchError) as caught, \
             bench_against.Worker(tmp_path, "old", 1, "wall", tmp_path / "worker.log") as worker:
         worker.wait_ready()
-    assert str(caught.value) == "the worker with old's bng stopped: ImportError: needs a newer torch"
+    assert str(caught.value) == ("the worker with old's bng stopped: "
+                                 "ImportError: needs a newer torch")
