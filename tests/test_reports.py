@@ -21,6 +21,7 @@ from reports.grids import ARTIFACTS, Cell, find_run, pending_runs
 from reports.runs import load_runs, read_jsonl, split_overrides
 from reports.tables import (
     PAPER_FILE,
+    best_finished,
     build_table,
     columns_for,
     format_stats,
@@ -442,3 +443,18 @@ def test_sweeps_option_prints_what_make_runs(capsys):
     assert cli.main(["table3", "ablation_clip_global", "--sweeps", "--scale", "quick"]) == 0
     assert capsys.readouterr().out.split() == [
         "table3_adam_quick", "table3_quick", "ablation_clip_global_quick"]
+
+
+@pytest.mark.parametrize("lower_is_better", [True, False])
+def test_the_best_finished_cell_ties_to_the_first_either_way(lower_is_better):
+    """The rule of Table 3's lr pick and of the holdout searches: the best mean among the cells
+    with a finished seed and none diverged, the first on a tie, whichever way is better."""
+    stats = {"a": seed_stats([], n_diverged=1, n_expected=1),     # diverged: never picked
+             "b": seed_stats([], n_expected=1),                   # not run yet
+             "c": seed_stats([5.0], n_expected=1),
+             "d": seed_stats([5.0], n_expected=1),
+             "e": seed_stats([7.0, 3.0], n_expected=2)}           # the same mean as c and d
+    assert best_finished(stats, lower_is_better) == "c"
+    stats["f"] = seed_stats([4.0 if lower_is_better else 6.0], n_expected=1)
+    assert best_finished(stats, lower_is_better) == "f"
+    assert best_finished({"a": stats["a"], "b": stats["b"]}, lower_is_better) is None

@@ -104,12 +104,15 @@ def picked_variant(artifact: Artifact, runs: list[Run], column: Column):
     chosen = artifact.grid_of(chooser)
     stats = {v: cell_stats(runs, chosen.cell(chosen.datasets[0], column.model, chooser, v),
                            chosen.seeds, column.metric) for v in chosen.variants}
-    finished = [(s.mean, i, v) for i, (v, s) in enumerate(stats.items())
-                if s.n and not s.n_diverged]
-    if not finished:
-        return None, stats
-    best = (min if column.lower_is_better else max)(finished)
-    return best[2], stats
+    return best_finished(stats, column.lower_is_better), stats
+
+
+def best_finished(stats: dict, lower_is_better: bool = True):
+    """The key of `stats` whose cell has the best mean among the finished ones (a seed completed,
+    none diverged); ties go to the first key. None before any has finished."""
+    finished = [(s.mean if lower_is_better else -s.mean, i, key)
+                for i, (key, s) in enumerate(stats.items()) if s.n and not s.n_diverged]
+    return min(finished)[2] if finished else None
 
 
 def key_label(key: str) -> str:

@@ -20,7 +20,7 @@ from .grids import MIXED, Artifact, Cell, Grid, label
 from .output import write_atomic
 from .readings import Reading, readings_table
 from .runs import Run
-from .tables import MIXED_NOTE, format_stats, key_label
+from .tables import MIXED_NOTE, best_finished, format_stats, key_label
 
 HOLDOUT = "dataset.holdout"
 
@@ -66,11 +66,9 @@ def _fixed(variant, key: str) -> tuple:
 
 def pick(stats: dict[str, SeedStats]) -> tuple[str, str]:
     """(our pick, its text): the lowest mean among finished runs; ties go to the first value."""
-    finished = [(s.mean, i, value) for i, (value, s) in enumerate(stats.items())
-                if s.n and not s.n_diverged]
-    if not finished:
+    value = best_finished(stats)
+    if value is None:
         return "", "—"
-    value = min(finished)[2]
     done = sum(1 for s in stats.values() if s.n or s.n_diverged)
     return value, value + ("" if done == len(stats) else f" ({done}/{len(stats)} done)")
 
