@@ -13,8 +13,9 @@ import math
 import sys
 from pathlib import Path
 
-from .grids import Artifact, find_run, label
+from .grids import Artifact, label
 from .output import write_atomic
+from .pairs import pair_seeds
 from .runs import Run
 from .stats import agreement
 from .verdicts import (
@@ -110,14 +111,11 @@ def _paper_row(table, optim, column, printed, spec, artifact, resolver, runs, pr
     metric = spec["metric"][column] if isinstance(spec["metric"], dict) else spec["metric"]
     model = column if column in artifact.models else artifact.models[0]
     cell = resolver.cell(optim, {"model": model})
-    values, notes = [], set()
-    for seed in artifact.plot_seeds:
-        run = find_run(runs, cell, seed)
-        value = METRICS[metric](run, data["settings"]) if run and run.status == "completed" \
-            else None
-        if value is not None:
-            values.append(value)
-            notes.update(protocol_notes(run, protocol, artifact.scale))
+    done = pair_seeds(runs, [cell], artifact.plot_seeds,
+                      lambda run: METRICS[metric](run, data["settings"]))
+    values = done.columns[0]
+    notes = {note for (run,) in done.runs
+             for note in protocol_notes(run, protocol, artifact.scale)}
     std = printed.get("std")
     margin = 2.0 * float(std) if spec["margin"] == "two_sigma" and std is not None \
         else float(spec["margin"]) if spec["margin"] != "two_sigma" else math.nan
