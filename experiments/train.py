@@ -88,12 +88,13 @@ def run(cfg: DictConfig, run_dir: Path, overrides: list[str]) -> dict:
     lock, dist = RunLock(run_dir), distributed.Dist()
     ours = False                                      # the folder holds this config's run
     stored_dir = _relative(run_dir, Path(str(cfg.out_dir)))
+    stored_command = command_line(overrides, stored=True)
     try:
         # Decide: is the config sound, the folder free, and whose run does it hold?
         check_config(cfg)
         dist, device = distributed.setup(resolve_device(cfg.device))
-        ctx = RunContext(cfg, run_dir, stored_dir, command_line(overrides),
-                         command_line(overrides, stored=True), dist, device)
+        ctx = RunContext(cfg, run_dir, stored_dir, command_line(overrides), stored_command,
+                         dist, device)
         read_only = _lock(lock, ctx)
         data = _load_data(cfg, device, dist)
         identity = Identity(config_identity(OmegaConf.to_container(cfg, resolve=True)),
@@ -121,8 +122,8 @@ def run(cfg: DictConfig, run_dir: Path, overrides: list[str]) -> dict:
         # A failure is recorded in this config's run, or in a folder with nothing to lose;
         # never in another config's run, nor in one that another process holds.
         if dist.is_main and not isinstance(err, (IdentityMismatch, RunBusy)):
-            failed = _failed_summary(run_dir, stored_dir, lock, describe(err),
-                                     command_line(overrides, stored=True), ours)
+            failed = _failed_summary(run_dir, stored_dir, lock, describe(err), stored_command,
+                                     ours)
             if failed is not None:
                 _finish(run_dir, failed)
         raise
@@ -294,7 +295,8 @@ def _train(ctx: RunContext, data, identity: Identity,
         logger.start(ctx.run_dir, config, "/".join(ctx.run_dir.parts[-5:]))
     outcome = ("failed", "")                   # what the logger hears if an error escapes
     try:
-        outcome = _epochs(ctx, task, scheduler, progress, identity, clock, logger)
+        _epochs(ctx, task, scheduler, progress, identity, clock, logger)
+        outcome = ("completed", "")
     except Diverged as err:
         outcome = ("diverged", str(err))
     except KeyboardInterrupt:
@@ -327,19 +329,18 @@ def _summary(ctx: RunContext, identity: Identity, progress: Progress, clock: _Cl
 
 
 def _write_summary(ctx: RunContext, identity: Identity, progress: Progress, clock: _Clock,
-                   status: str, message: str = "") -> dict:
+                   status: str, message: str = "") -> None:
     """summary.json as the run stands while it trains: `running` or `interrupted`. Its final
     status is written by _finish alone."""
-    out = _summary(ctx, identity, progress, clock, status, message)
     if ctx.main:
-        write_json(ctx.run_dir / "summary.json", out)
-    return out
+        write_json(ctx.run_dir / "summary.json",
+                   _summary(ctx, identity, progress, clock, status, message))
 
 
 def _epochs(ctx: RunContext, task: Task, scheduler, progress: Progress, identity: Identity,
-            clock: _Clock, logger) -> tuple[str, str]:
-    """Train the remaining epochs; ("completed", "") or ("diverged", why). A signal writes a
-    checkpoint and hands the process over (experiments/signals.py)."""
+            clock: _Clock, logger) -> None:
+    """Train the remaining epochs; Diverged when a loss or metric is no longer finite. A signal
+    writes a checkpoint and hands the process over (experiments/signals.py)."""
     cfg, main = ctx.cfg, ctx.main
     dead: frozenset[str] = frozenset()
     with StopRequest() as stop:
@@ -365,8 +366,8 @@ def _epochs(ctx: RunContext, task: Task, scheduler, progress: Progress, identity
             bad = [key for key, value in row.items()
                    if isinstance(value, float) and not math.isfinite(value)]
             if bad:            # weights whose test pass is NaN are as lost as a NaN training loss
-                return "diverged", ", ".join(f"the {key} became {row[key]}" for key in bad) + (
-                    f" in epoch {epoch} (evaluated after training it)")
+                raise Diverged(", ".join(f"the {key} became {row[key]}" for key in bad)
+                               + f" in epoch {epoch} (evaluated after training it)")
             seconds = time.time() - t0
             row["lr"] = task.optimizer.param_groups[0]["lr"]
             row["epoch_seconds"] = seconds
@@ -385,7 +386,6 @@ def _epochs(ctx: RunContext, task: Task, scheduler, progress: Progress, identity
                 logger.log_epoch(row)
                 _write_summary(ctx, identity, progress, clock, "running")
                 print(epoch_line(row, cfg.epochs), flush=True)
-    return "completed", ""
 
 
 def _finish(run_dir: Path, summary: dict, keep_checkpoint: bool = True) -> dict:
