@@ -20,7 +20,8 @@ from omegaconf import DictConfig, OmegaConf
 
 from .errors import ConfigError
 
-__all__ = ["ConfigError", "check_config", "command_line", "provenance", "resolve_device"]
+__all__ = ["ConfigError", "check_config", "command_line", "provenance", "resolve_device",
+           "stored_overrides"]
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
 REPO_DIR = CONFIG_DIR.parent
@@ -135,13 +136,17 @@ def resolve_device(name: str) -> torch.device:
 UNSTORED_OVERRIDES = ("data_root",)
 
 
+def stored_overrides(overrides: list[str]) -> list[str]:
+    """`overrides` less UNSTORED_OVERRIDES (with or without Hydra's +, ++ and ~ prefixes)."""
+    return [o for o in overrides if o.split("=", 1)[0].lstrip("+~") not in UNSTORED_OVERRIDES]
+
+
 def command_line(task_overrides: list[str], stored: bool = False) -> str:
     """The command that reproduces this one run: `python run.py ...`, or under torchrun the
     torchrun command that started this process (its parent), with this run's overrides. The
     `stored` form, kept in the run files, leaves out UNSTORED_OVERRIDES."""
     if stored:
-        task_overrides = [o for o in task_overrides
-                          if o.split("=", 1)[0].lstrip("+~") not in UNSTORED_OVERRIDES]
+        task_overrides = stored_overrides(task_overrides)
     args = " ".join(shlex.quote(o) for o in task_overrides)
     if "TORCHELASTIC_RUN_ID" not in os.environ:
         return f"python run.py {args}".rstrip()

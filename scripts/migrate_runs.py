@@ -36,7 +36,7 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 from bng.normalize import SETTINGS  # noqa: E402 - mode, blocks, alpha, threshold, norm_dtype
-from experiments.config import UNSTORED_OVERRIDES  # noqa: E402
+from experiments.config import UNSTORED_OVERRIDES, stored_overrides  # noqa: E402
 from experiments.io import DamagedFile, read_json, write_json, write_text  # noqa: E402
 from experiments.record import fingerprint  # noqa: E402
 
@@ -124,7 +124,7 @@ def migrate_config(run_dir: Path) -> list[str]:
 
 def _without_data_root(command: str) -> str:
     words = shlex.split(command)
-    kept = [w for w in words if w.split("=", 1)[0].lstrip("+~") not in UNSTORED_OVERRIDES]
+    kept = stored_overrides(words)
     return command if kept == words else " ".join(shlex.quote(w) for w in kept)
 
 
