@@ -252,7 +252,6 @@ def measure(workers: dict[str, Worker], model: str, optimizer: str, kwargs: dict
     for worker in workers.values():
         worker.build(model, optimizer, kwargs)
     clock = WorkerClock()
-    bench_optim.CLOCK[0] = clock
     # The loss each copy reads at its second step, after one update: a later one would differ
     # by more than the versions' rounding, which chaotic training amplifies step by step.
     losses: dict[str, list[float]] = {name: [] for name in workers}
@@ -266,7 +265,8 @@ def measure(workers: dict[str, Worker], model: str, optimizer: str, kwargs: dict
             tick()
         return run
 
-    timing = bench_optim.interleaved({name: variant(name) for name in workers}, repeats, WARMUP)
+    timing = bench_optim.interleaved({name: variant(name) for name in workers}, repeats, WARMUP,
+                                     clock=clock)
     return timing, {name: history[1] for name, history in losses.items()}
 
 

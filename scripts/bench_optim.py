@@ -90,11 +90,13 @@ class Timing(dict):
 
 
 def interleaved(variants: dict[str, Callable[[], object]], repeats: int, warmup: int,
-                before: Callable[[], object] | None = None) -> Timing:
+                before: Callable[[], object] | None = None,
+                clock: Callable[[], float] | None = None) -> Timing:
     """One call of each variant per repetition, in turn, each after ``before()`` (untimed). With
     three or more variants the order rotates by one each repetition, so that none always runs
     first; no variant ever runs twice in a row, which would find its own data still in the
-    caches."""
+    caches. ``clock``: what times a call (default: --clock's, CLOCK[0])."""
+    now = clock or CLOCK[0]
     for _ in range(warmup):
         for run in variants.values():
             run()
@@ -105,9 +107,9 @@ def interleaved(variants: dict[str, Callable[[], object]], repeats: int, warmup:
         for name in names[shift:] + names[:shift]:
             if before is not None:
                 before()
-            start = CLOCK[0]()
+            start = now()
             variants[name]()
-            samples[name].append(CLOCK[0]() - start)
+            samples[name].append(now() - start)
     return Timing(samples)
 
 
