@@ -94,12 +94,13 @@ bench: install
 # Figure 1, Table 4 and Figure 3 on a data root of real files, seeds 1-3 (Table 4: 1-10), with
 # the cuts that document states (Table 4: 10 of 150 epochs, and SGDM/SGDMNG to 20 as a check of
 # that cut; Figure 3: BPTT 40 only, 3 epochs), Table 4's learning-rate sweep and its two
-# readings of Kim's setup, and the verdicts of the three artifacts' claims. Runs already in $(REPRO) are skipped, so re-running it only
-# re-renders. DATA is the data root; the samples in a checkout's shared/data become one with
-# `python shared/data/make-data-root.py DIR`. Their MNIST and PTB files are subsets, hence
-# dataset.verify_md5=false. With the official data sets (download=true), write to a fresh
-# folder: REPRO=results/reproduction REPRO_ARGS=download=true. The published runs measured each
-# layer's gradient norm at every step (grad_norm_every=1) for the diagnostics figure.
+# readings of Kim's setup, and the verdicts of the three artifacts' claims. Runs already in
+# $(REPRO) are skipped, so re-running it only re-renders. DATA is the data root; the samples in
+# a checkout's shared/data become one with `python shared/data/make-data-root.py DIR`. Their
+# MNIST and PTB files are subsets, hence dataset.verify_md5=false. With the official data sets
+# (download=true), write to a fresh folder: REPRO=results/reproduction REPRO_ARGS=download=true.
+# The published runs measured each layer's gradient norm at every step (grad_norm_every=1) for
+# the diagnostics figure.
 DATA       ?= $(HOME)/.cache/bng/data
 REPRO      ?= docs/reproduction
 REPRO_ARGS ?= dataset.verify_md5=false
@@ -129,7 +130,7 @@ reproduce-cpu: install reproduce-table4
 	$(call repro_report,table4 --results $(REPRO)/longer,grad_norm_every=1 epochs=20)
 
 reproduce-table4: install
-	$(T4_RUN) seed=1,2,3,4,5,6,7,8,9,10 experiment=table4
+	$(T4_RUN) seed=$(T4_SEEDS) experiment=table4
 	@set -e; for sweep in $(T4_SWEEPS); do $(T4_RUN) seed=1,2,3 experiment=$$sweep; done
 	$(call repro_report,table4 --results $(REPRO),epochs=$(RT_EPOCHS),$(T4_SEEDS))
 	$(call repro_report,table4_lr table4_readings --results $(REPRO),epochs=$(RT_EPOCHS))
