@@ -5,7 +5,7 @@ study for training deep neural network", arXiv:1707.04822.
 
     opt = bng.AdamNG(model, lr=1e-3)               # a real torch.optim.Adam, NG per layer
     opt = bng.block_normalize(torch.optim.RMSprop(model.parameters()), model, mode="clip")
-    opt = bng.block_normalize(bng.AdaGradBNG(model.parameters(), lr=0.01), model)
+    opt = bng.AdaGradBNG(model, lr=0.01)           # the appendix's Algorithm 2
 
 The math, as pure functions over lists of tensors, is in :mod:`bng.functional`.
 """
@@ -16,7 +16,7 @@ from bng.normalize import block_grad_norms, block_normalize, grad_norms
 from bng.optimizers import SGDMNG, AdaGradNG, AdamNG
 
 __all__ = [
-    "AdaGradBNG",        # Algorithm 2: a torch optimizer that steps on the hook's output
+    "AdaGradBNG",        # Algorithm 2: its own step on the hook's normalized gradients
     "AdaGradNG",         # torch.optim.Adagrad + the hook
     "AdamNG",            # torch.optim.Adam + the hook
     "BlockPlan",         # one optimizer's partition into blocks, resolved once

@@ -12,11 +12,14 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from bng.functional import tensor_factors
+from bng.functional import adagrad_bng_
+from bng.optimizers import ModelOrParams, _compose
 
 
-class AdaGradBNG(torch.optim.Optimizer):
-    r"""AdaGrad with block-normalized gradient (Algorithm 2 of arXiv:1707.04822).
+def AdaGradBNG(model: ModelOrParams, lr: float = 0.01, delta: float = 1e-8,  # noqa: N802
+               **kwargs: Any) -> AdaGradBNGOptimizer:
+    r"""AdaGrad with block-normalized gradient (Algorithm 2 of arXiv:1707.04822): a torch
+    optimizer over the model's trainable parameters, with the normalizing hook in mode ``"ng"``.
 
     At step t, with raw gradient ``F'_i`` of block i and coordinate j in block i:
 
@@ -25,37 +28,48 @@ class AdaGradBNG(torch.optim.Optimizer):
     - ``τ_t,j = η · ‖F'_i‖₂ · (δ + s_t,j)^{-1}``
     - ``x ← x − τ_t ∘ g_t``
 
-    Reading implemented, exactly as written: ``‖F'_i‖₂`` is the current step's raw gradient
-    norm of the coordinate's block and ``s`` accumulates the *normalized* gradients, so the
-    step is ``τ ∘ g = η · F'_i / (δ + s)``: AdaGrad's direction and per-coordinate
-    adaptivity, with an accumulator that every block feeds at the same unit rate whatever
-    its gradient scale. The code computes ``η · ‖F'_i‖ · g / (δ + s)`` (one ``addcdiv``); a
-    test checks it against the literal ``τ ∘ g``. δ sits outside the square root, as in the
-    algorithm (torch's Adagrad calls it ``eps``). A block whose gradient is zero contributes
-    nothing to ``s`` and does not move.
+    Read exactly as written: ``‖F'_i‖₂`` is the current step's raw gradient norm of the
+    coordinate's block and ``s`` accumulates the *normalized* gradients, so the step is
+    ``τ ∘ g = η · F'_i / (δ + s)``: AdaGrad's direction and per-coordinate adaptivity, with an
+    accumulator that every block feeds at the same unit rate whatever its gradient scale. δ
+    sits outside the square root, as in the algorithm (torch's Adagrad calls it ``eps``). A
+    block whose gradient is zero contributes nothing to ``s`` and does not move. The math is
+    :func:`bng.functional.adagrad_bng_`.
 
-    Built by composition, as every ``bng`` optimizer: the normalizing hook of
-    :func:`bng.block_normalize` (mode ``"ng"``, its blocks being Algorithm 2's) turns
-    ``p.grad`` into ``g_t`` and records ``‖F'_i‖₂``; this step applies the rule above, with
-    each param group's ``lr`` and ``delta``::
-
-        opt = bng.block_normalize(bng.AdaGradBNG(model.parameters(), lr=0.01), model)
-
-    A step without that hook raises. A ``closure`` passed to :meth:`step` is evaluated first
-    and its fresh gradients are normalized then. ``bng.block_grad_norms(opt)`` returns the
-    ``‖F'_i‖₂`` of the last step.
+    Built as :func:`bng.AdamNG` is: ``bng.AdaGradBNG(model, lr=0.01)``. The hook of
+    :func:`bng.block_normalize` turns ``p.grad`` into ``g_t`` and records ``‖F'_i‖₂``
+    (``bng.block_grad_norms(opt)``); the optimizer's step applies the rule above with each
+    param group's ``lr`` and ``delta``.
 
     Args:
-        params: parameters or param groups, as for any torch optimizer.
+        model: a module (its layers are Algorithm 2's blocks), or parameters with
+            ``blocks="param"``/``"global"``/a dict.
         lr: η.
         delta: δ > 0.
+        **kwargs: the normalization's settings but ``mode`` (``blocks``, ``norm_dtype``);
+            ``mode`` may only be ``"ng"``, since the step is defined on normalized gradients.
+    """
+    mode = kwargs.pop("mode", "ng")
+    if mode != "ng":
+        raise ValueError(f"AdaGradBNG steps on block-normalized gradients: its mode is 'ng', "
+                         f"got {mode!r}")
+    return _compose(AdaGradBNGOptimizer, model, dict(kwargs, lr=lr, delta=delta, mode="ng"))
+
+
+class AdaGradBNGOptimizer(torch.optim.Optimizer):
+    """The torch optimizer that :func:`AdaGradBNG` returns: Algorithm 2's step on the gradients
+    that its ``block_normalizer`` hook (mode ``"ng"``) has normalized. Build it through
+    :func:`AdaGradBNG`; a step without that hook raises.
+
+    A ``closure`` passed to :meth:`step` is evaluated first and its fresh gradients are
+    normalized then.
     """
 
     def __init__(self, params: Iterable[Tensor] | Iterable[dict[str, Any]], lr: float = 0.01,
                  delta: float = 1e-8) -> None:
         if isinstance(params, nn.Module):
-            raise TypeError("AdaGradBNG takes parameters, as any torch optimizer: "
-                            "bng.block_normalize(bng.AdaGradBNG(model.parameters()), model)")
+            raise TypeError("AdaGradBNGOptimizer takes parameters; build it over a model with "
+                            "bng.AdaGradBNG(model, lr=...)")
         if not lr >= 0:
             raise ValueError(f"invalid lr {lr}")
         if not delta > 0:
@@ -66,8 +80,8 @@ class AdaGradBNG(torch.optim.Optimizer):
     def step(self, closure: Callable[[], float] | None = None) -> float | None:  # type: ignore[override]
         normalizer = getattr(self, "block_normalizer", None)
         if normalizer is None or normalizer.mode != "ng":
-            raise ValueError("AdaGradBNG steps on block-normalized gradients: apply "
-                             "bng.block_normalize(optimizer, model) with mode 'ng' first")
+            raise ValueError("AdaGradBNG steps on block-normalized gradients (mode 'ng'): build "
+                             "it with bng.AdaGradBNG(model, lr=...)")
         loss = None
         if closure is not None:  # the pre-hook saw the gradients from before the closure
             with torch.enable_grad():
@@ -77,20 +91,11 @@ class AdaGradBNG(torch.optim.Optimizer):
         if gathered is None:
             return loss
         params, grads, index = gathered  # grads hold g_t = F'_i / ‖F'_i‖ (the hook's work)
-        raw_norms = normalizer.last_norms  # (B,) ‖F'_i‖₂
         group_of = {id(p): group for group in self.param_groups for p in group["params"]}
-        for group in index.groups:
-            here = slice(group.start, group.stop)
-            normalized, weights = grads[here], params[here]
-            options = [group_of[id(p)] for p in weights]
-            sums = [self._sum_of_squares(p) for p in weights]
-            torch._foreach_addcmul_(sums, normalized, normalized)  # Σ_u g_u,j²
-            denominators = torch._foreach_sqrt(sums)  # s_t,j
-            torch._foreach_add_(denominators, [o["delta"] for o in options])  # δ + s_t,j
-            # τ ∘ g = η ‖F'_i‖ g / (δ + s)
-            steps = torch._foreach_mul(normalized,
-                                       tensor_factors(raw_norms, group, weights[0].dtype))
-            torch._foreach_addcdiv_(weights, steps, denominators, [-o["lr"] for o in options])
+        options = [group_of[id(p)] for p in params]
+        adagrad_bng_(params, grads, [self._sum_of_squares(p) for p in params],
+                     normalizer.last_norms, index, lr=[o["lr"] for o in options],
+                     delta=[o["delta"] for o in options])
         return loss
 
     def _sum_of_squares(self, p: Tensor) -> Tensor:

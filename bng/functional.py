@@ -196,3 +196,35 @@ def normalize_blocks_(
                           threshold=threshold)
     scale_blocks_(grads, index, scales)
     return norms
+
+
+def adagrad_bng_(
+    params: list[Tensor],
+    grads: list[Tensor],
+    sums: list[Tensor],
+    norms: Tensor,
+    index: BlockIndex,
+    *,
+    lr: Sequence[float],
+    delta: Sequence[float],
+) -> None:
+    """Algorithm 2's update (AdaGradBNG, the appendix of arXiv:1707.04822), in place.
+
+    ``grads`` hold the block-normalized gradients ``g_t = F'_i / ‖F'_i‖₂`` (what
+    :func:`normalize_blocks_` in mode ``"ng"`` leaves) and ``norms`` the (B,) raw norms
+    ``‖F'_i‖₂`` it returned. Per tensor k of block i, with ``lr[k]`` = η and ``delta[k]`` = δ:
+
+    - ``s ← s + g²`` (``sums[k]``: ``s_t,j² = Σ_{u≤t} g_u,j²``)
+    - ``τ = η · ‖F'_i‖₂ / (δ + √s)``
+    - ``x ← x − τ ∘ g``
+
+    One ``addcdiv`` computes ``η · ‖F'_i‖ · g / (δ + √s)``: no host sync, no state kept here.
+    """
+    for group in index.groups:
+        here = slice(group.start, group.stop)
+        normalized, weights, accumulators = grads[here], params[here], sums[here]
+        torch._foreach_addcmul_(accumulators, normalized, normalized)      # Σ_u g_u,j²
+        denominators = torch._foreach_sqrt(accumulators)                  # s_t,j
+        torch._foreach_add_(denominators, list(delta[here]))              # δ + s_t,j
+        steps = torch._foreach_mul(normalized, tensor_factors(norms, group, weights[0].dtype))
+        torch._foreach_addcdiv_(weights, steps, denominators, [-rate for rate in lr[here]])

@@ -1,12 +1,13 @@
 """The run's optimizer, from `cfg.optim`, and the block plan over which the loop samples each
 layer's gradient norm.
 
-One path: `_target_` names the optimizer class itself (`torch.optim.Adam`, `bng.AdaGradBNG`,
-another library's `torch.optim.Optimizer`), which is called with the model's trainable
-parameters and the config's other keys; a null key takes the class's own default. The
-`normalize` node holds the settings of `bng.block_normalize` (`mode`, `blocks`, `alpha`,
-`threshold`, `norm_dtype`); a mode other than "none" applies it, so one line,
-`optim.normalize.mode=ng`, block-normalizes any optimizer.
+One path: `_target_` names the optimizer class itself (`torch.optim.Adam`, another library's
+`torch.optim.Optimizer`), which is called with the model's trainable parameters and the config's
+other keys; a null key takes the class's own default. The `normalize` node holds the settings of
+`bng.block_normalize` (`mode`, `blocks`, `alpha`, `threshold`, `norm_dtype`); a mode other than
+"none" applies it, so one line, `optim.normalize.mode=ng`, block-normalizes any optimizer. A
+`_target_` that is a `bng` factory over a model (`bng.AdaGradBNG`, whose step needs the hook)
+is called with the model, the config's keys and the node's settings, and checks them itself.
 
 The per-layer diagnostics of metrics.jsonl do not depend on the optimizer: every
 `grad_norm_every` steps the loop measures the gradients with `bng.grad_norms(plan)`, where
@@ -46,6 +47,13 @@ def build_optimizer(optim_cfg: DictConfig,
     # A null takes the class's default: sgdm.yaml's nesterov is null outside the ResNets.
     kwargs = {key: value for key, value in kwargs.items() if value is not None}
     try:
+        if not (isinstance(cls, type) and issubclass(cls, torch.optim.Optimizer)):
+            optimizer = cls(net, **kwargs, **normalize)          # a bng factory: it hooks itself
+            normalizer = getattr(optimizer, "block_normalizer", None)
+            if normalizer is None:
+                raise TypeError(f"{target} is neither a torch.optim.Optimizer class nor a bng "
+                                "factory that returns a block-normalized optimizer")
+            return optimizer, normalizer.plan
         optimizer = cls([p for p in net.parameters() if p.requires_grad], **kwargs)
         if normalize.get("mode", "none") != "none":
             bng.block_normalize(optimizer, net, **normalize)

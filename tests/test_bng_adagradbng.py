@@ -1,16 +1,20 @@
-"""AdaGradBNG (the appendix's Algorithm 2): the literal rule and the convex rate."""
+"""AdaGradBNG (the appendix's Algorithm 2): the literal rule, its pure function, the convex
+rate, and the optimizer built over a model as bng.AdamNG is."""
 
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from torch import nn
 
 import bng
+from bng.adagradbng import AdaGradBNGOptimizer
+from bng.functional import adagrad_bng_, normalize_blocks_
 from bng_helpers import MixedDtype, assert_same_params, loss_of, train, twin
 
 
-def _adagradbng(model: nn.Module, norm_dtype: str | None = None, **kwargs) -> bng.AdaGradBNG:
-    return bng.block_normalize(bng.AdaGradBNG(model.parameters(), **kwargs), model,
-                               norm_dtype=norm_dtype)
+def _adagradbng(model: nn.Module, norm_dtype: str | None = None, **kwargs) -> torch.optim.Optimizer:
+    return bng.AdaGradBNG(model, norm_dtype=norm_dtype, **kwargs)
 
 
 def _literal_algorithm_2(blocks: dict, sums: dict, lr: float, delta: float) -> None:
@@ -99,19 +103,34 @@ def test_convex_averaged_iterate_rate_is_at_least_one_over_sqrt_t() -> None:
     assert long <= short * (100 / 1600) ** 0.5, (short, long)
 
 
-def test_rejects_bad_arguments() -> None:
+def test_rejects_bad_arguments_when_built() -> None:
     with pytest.raises(ValueError, match="delta"):
-        bng.AdaGradBNG(nn.Linear(2, 2).parameters(), delta=0.0)
+        bng.AdaGradBNG(nn.Linear(2, 2), delta=0.0)
     with pytest.raises(ValueError, match="empty"):
-        bng.AdaGradBNG(nn.ReLU().parameters())
-    with pytest.raises(TypeError, match="takes parameters"):
-        bng.AdaGradBNG(nn.Linear(2, 2))
+        bng.AdaGradBNG(nn.ReLU())
+    for mode in ("none", "clip", "adap"):       # Algorithm 2 is defined on normalized gradients
+        with pytest.raises(ValueError, match="its mode is 'ng'"):
+            bng.AdaGradBNG(nn.Linear(2, 2), mode=mode)
+    with pytest.raises(TypeError, match="bng.AdaGradBNG"):
+        AdaGradBNGOptimizer(nn.Linear(2, 2))
     model = nn.Linear(2, 2)
     model(torch.ones(1, 2)).sum().backward()
-    for opt in (bng.AdaGradBNG(model.parameters()),        # no normalization: not Algorithm 2
-                bng.block_normalize(bng.AdaGradBNG(model.parameters()), model, mode="clip")):
+    for opt in (AdaGradBNGOptimizer(model.parameters()),   # no normalization: not Algorithm 2
+                bng.block_normalize(AdaGradBNGOptimizer(model.parameters()), model, mode="clip")):
         with pytest.raises(ValueError, match="mode 'ng'"):
             opt.step()
+
+
+def test_is_built_as_adamng_is() -> None:
+    """A torch optimizer over the model's trainable parameters, hooked in mode ng on its layers."""
+    model = MixedDtype()
+    opt = bng.AdaGradBNG(model, lr=0.02, delta=1e-6)
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    assert isinstance(opt, torch.optim.Optimizer)
+    assert [id(p) for p in opt.param_groups[0]["params"]] == [id(p) for p in trainable]
+    assert (opt.defaults["lr"], opt.defaults["delta"]) == (0.02, 1e-6)
+    assert opt.block_normalizer.mode == "ng"
+    assert opt.block_normalizer.plan.names == bng.plan_blocks(model).names
 
 
 def test_every_param_group_steps_with_its_own_lr_and_delta() -> None:
@@ -121,15 +140,15 @@ def test_every_param_group_steps_with_its_own_lr_and_delta() -> None:
     ours, theirs = twin(model), twin(model)
     first = [*ours.first.parameters(), *ours.last.parameters()]   # whole layers: same blocks
     rest = [p for p in ours.parameters() if p.requires_grad and all(p is not q for q in first)]
-    grouped = bng.block_normalize(bng.AdaGradBNG(
+    grouped = bng.block_normalize(AdaGradBNGOptimizer(
         [{"params": first}, {"params": rest, "lr": 0.2, "delta": 1e-2}], lr=0.05, delta=1e-3),
         ours)
     names = {id(p): n for n, p in theirs.named_parameters()}
     firsts = {"first.weight", "first.bias", "last.weight", "last.bias"}
     split = [[p for p in theirs.parameters() if p.requires_grad and (names[id(p)] in firsts) == f]
              for f in (True, False)]
-    singles = [bng.block_normalize(bng.AdaGradBNG(split[0], lr=0.05, delta=1e-3), theirs),
-               bng.block_normalize(bng.AdaGradBNG(split[1], lr=0.2, delta=1e-2), theirs)]
+    singles = [bng.block_normalize(AdaGradBNGOptimizer(split[0], lr=0.05, delta=1e-3), theirs),
+               bng.block_normalize(AdaGradBNGOptimizer(split[1], lr=0.2, delta=1e-2), theirs)]
 
     train(ours, grouped, 5)
     for step in range(5):
@@ -154,3 +173,46 @@ def test_norm_dtype_float64_keeps_tiny_gradients_in_the_accumulator() -> None:
         sums[norm_dtype] = sum(float(opt.state[p]["sum"].sum()) for p in model.parameters())
     assert sums[None] == 0.0
     assert sums["float64"] == pytest.approx(1.0, rel=1e-5)  # Σ g² over one unit-norm block
+
+
+def _literal_steps(blocks: list[list[torch.Tensor]], grads: list[list[list[torch.Tensor]]],
+                   lr: float, delta: float) -> None:
+    """Algorithm 2 written out entry by entry in float64 (lines 3-7), over several steps."""
+    sums = [[torch.zeros_like(p) for p in block] for block in blocks]
+    for step in grads:
+        for b, block in enumerate(blocks):
+            raw = sum(float(g.double().square().sum()) for g in step[b]) ** 0.5   # ‖F'_i‖₂
+            for k, p in enumerate(block):
+                g = step[b][k] / raw if raw > 0 else torch.zeros_like(step[b][k])  # g_t^i
+                sums[b][k] += g * g                                              # (s_t,j)²
+                tau = lr * raw / (delta + sums[b][k].sqrt())                     # τ_t^i
+                p -= tau * g                                                     # line 7
+
+
+@settings(max_examples=25, deadline=None)
+@given(shapes=st.lists(st.lists(st.integers(1, 4), min_size=1, max_size=3), min_size=1,
+                       max_size=3),
+       steps=st.integers(1, 4), lr=st.floats(1e-3, 1.0), delta=st.floats(1e-8, 1e-1),
+       seed=st.integers(0, 2**16))
+def test_the_pure_function_equals_algorithm_2_as_written(shapes, steps, lr, delta, seed):
+    """adagrad_bng_ on the ng-normalized gradients equals the literal loop, block by block."""
+    generator = torch.Generator().manual_seed(seed)
+    blocks = [[torch.randn(n, generator=generator, dtype=torch.float64).requires_grad_()
+               for n in block] for block in shapes]
+    grads = [[[torch.randn(n, generator=generator, dtype=torch.float64) for n in block]
+              for block in shapes] for _ in range(steps)]
+    expected = [[p.detach().clone() for p in block] for block in blocks]
+    _literal_steps(expected, grads, lr, delta)
+    plan = bng.plan_blocks(None, {f"b{i}": block for i, block in enumerate(blocks)})
+    params = plan.params
+    sums = [torch.zeros_like(p) for p in params]
+    where = {id(p): (b, k) for b, block in enumerate(blocks) for k, p in enumerate(block)}
+    for step in grads:
+        current = [step[where[id(p)][0]][where[id(p)][1]].clone() for p in params]
+        with torch.no_grad():
+            norms = normalize_blocks_(current, plan.index, "ng")
+            adagrad_bng_(params, current, sums, norms, plan.index, lr=[lr] * len(params),
+                         delta=[delta] * len(params))
+    for block, wanted in zip(blocks, expected, strict=True):
+        for p, q in zip(block, wanted, strict=True):
+            torch.testing.assert_close(p, q, rtol=1e-12, atol=1e-12)

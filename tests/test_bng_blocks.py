@@ -133,7 +133,7 @@ def test_a_batchnorm_first_stays_its_own_block() -> None:
 
 
 def _compose_adagradbng(model: nn.Module) -> torch.optim.Optimizer:
-    return bng.block_normalize(bng.AdaGradBNG(model.parameters()), model)
+    return bng.AdaGradBNG(model)
 
 
 @pytest.mark.parametrize("make", [bng.AdamNG, bng.SGDMNG, bng.AdaGradNG, _compose_adagradbng],

@@ -109,7 +109,7 @@ def test_a_plain_optimizer_records_norms_with_mode_none() -> None:
 def test_adagradbng_reports_through_the_public_accessor() -> None:
     torch.manual_seed(0)
     model = mlp18()
-    opt = bng.block_normalize(bng.AdaGradBNG(model.parameters(), lr=0.01), model)
+    opt = bng.AdaGradBNG(model, lr=0.01)
     assert bng.block_grad_norms(opt) == {}
     loss_of(model, 0).backward()
     raw = bng.grad_norms(opt.block_normalizer.plan)
@@ -123,7 +123,7 @@ def test_adagradbng_closure_equals_a_plain_step() -> None:
     torch.manual_seed(0)
     plain, closured = mlp18(), mlp18()
     closured.load_state_dict(plain.state_dict())
-    first, second = (bng.block_normalize(bng.AdaGradBNG(m.parameters(), lr=0.05), m)
+    first, second = (bng.AdaGradBNG(m, lr=0.05)
                      for m in (plain, closured))
     for step in range(3):
         first.zero_grad()

@@ -14,7 +14,7 @@ FACTORIES = {
     "sgdmng": lambda m: bng.SGDMNG(m, lr=0.05, momentum=0.9, weight_decay=1e-4, mode="adap"),
     "adamng": lambda m: bng.AdamNG(m, lr=1e-2),
     "adagradng": lambda m: bng.AdaGradNG(m, lr=1e-2, mode="clip", threshold=0.1),
-    "adagradbng": lambda m: bng.block_normalize(bng.AdaGradBNG(m.parameters(), lr=1e-2), m),
+    "adagradbng": lambda m: bng.AdaGradBNG(m, lr=1e-2),
 }
 
 

@@ -36,7 +36,8 @@ def test_every_optim_config_builds_with_a_plan_of_the_models_layers(name: str) -
     optimizer.step()
     assert plan.names == list(bng.layer_blocks(net))
     normalizer = getattr(optimizer, "block_normalizer", None)
-    assert type(optimizer) is get_object(_optim_cfg(name)._target_)   # the class, no wrapper
+    target = get_object(_optim_cfg(name)._target_)   # a torch class, or a bng factory's result
+    assert type(optimizer) is (target if isinstance(target, type) else type(target(net)))
     if normalizer is None:             # a baseline: torch's optimizer alone, never a hook
         assert not optimizer._optimizer_step_pre_hooks
         assert _optim_cfg(name).normalize.mode == "none"
