@@ -32,10 +32,11 @@ CONFIG_DIR = str(Path(__file__).resolve().parent / "configs")
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="config")
 def hydra_main(cfg: DictConfig) -> dict:
+    from experiments.stacked import run_group
     from experiments.train import run
 
-    try:
-        return run_cell(run, cfg)
+    try:   # stack_seeds=K trains seeds seed..seed+K-1 together, each as its own run
+        return run_cell(run_group if cfg.get("stack_seeds", 1) != 1 else run, cfg)
     except Exception as err:            # run_cell re-raises only bugs: keep their traceback
         setattr(err, RAISED_BY_TASK, True)
         raise

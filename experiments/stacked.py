@@ -1,0 +1,425 @@
+"""Stacked seeds: `stack_seeds=K` trains seeds seed, seed+1, ..., seed+K-1 of one config in one
+process, and writes each as its own run (docs/DESIGN.md, "Stacked seeds").
+
+Each seed is exactly its separate run: its folder, config, identity and command are the ones
+`python run.py ... seed=<k>` gives it; its network is built by the same code after
+`torch.manual_seed(k)` (bitwise the same weights), its batches come in its own order, its
+blocks are normalized by their own norms and its optimizer state and BatchNorm statistics are
+its own (experiments/stacked_model.py, stacked_optim.py). Its checkpoint is the one its
+separate run writes, so either can resume the other's. The engine's own pieces decide, skip,
+resume and finish each seed (experiments/train.py); this module only trains them together.
+
+A seed already finished is skipped, a seed that cannot join (another config's run, busy) says
+why and the others go on, and a seed that diverges is finished as diverged while the others
+train on. Where stacking does not apply (the language model, ImageNet, DDP, bf16, compile, an
+optimizer that is not elementwise) the seeds train one after another, said in one line.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import os
+import time
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from hydra.utils import get_object, instantiate
+from omegaconf import DictConfig, OmegaConf, open_dict
+
+from . import distributed, train
+from .checkpoint import Progress, save_checkpoint
+from .config import check_config, command_line, provenance, resolve_device
+from .errors import ConfigError, Diverged, IdentityMismatch, RunBusy, describe, user_error
+from .io import RunLock, remove_orphans, write_jsonl, write_text
+from .loops import EpochState, Task, epoch_line
+from .record import Identity, StoredRun, config_identity, data_identity, decide
+from .schedule import build_schedule
+from .signals import StopRequest
+from .stacked_loop import StackedSums, StackedTask, epoch_metrics, evaluate, finite, train_epoch
+from .stacked_memory import check_fits
+from .stacked_model import StackedNet
+from .stacked_optim import ELEMENTWISE, member_state, stacked_optimizer
+
+KEY = "stack_seeds"
+
+
+@dataclass
+class Member:
+    """One seed of the group: its run as train.run would hold it."""
+
+    seed: int
+    cfg: DictConfig
+    run_dir: Path
+    overrides: list[str]
+    lock: RunLock
+    ctx: train.RunContext | None = None
+    identity: Identity | None = None
+    stored: StoredRun | None = None
+    ours: bool = False                 # the folder holds this config's run
+    summary: dict | None = None        # set once the seed is finished (or skipped)
+    error: Exception | None = None
+    task: Task | None = None
+    scheduler: object = None
+    progress: Progress | None = None
+    generator: torch.Generator | None = None
+    clock: object = None
+    logger: object = None
+    group: list[int] | None = None     # the seeds trained together with it (its provenance)
+
+
+def fallback_reason(cfg: DictConfig) -> str | None:
+    """Why this config's seeds cannot be stacked, or None."""
+    if cfg.dataset.task != "classification":
+        return "the language model is not stacked"
+    if cfg.dataset.name == "imagenet":
+        return "the ImageNet ResNet is not stacked"
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        return "stacked seeds do not run under torchrun"
+    if cfg.amp != "off" or cfg.compile:
+        return "stacked seeds run in exact fp32 without torch.compile"
+    target = get_object(str(cfg.optim._target_))
+    if target not in ELEMENTWISE:
+        return f"{target.__name__} does not step elementwise"
+    return None
+
+
+def member_overrides(overrides: list[str], seed: int, first: int) -> list[str]:
+    """A seed's command line: the group's, less `stack_seeds`, with `seed=<seed>` (the first
+    seed keeps the line as typed, so its stored command is its separate run's)."""
+    kept = [o for o in overrides if o.split("=", 1)[0].lstrip("+~") != KEY]
+    if seed == first:
+        return kept
+    named = [o.split("=", 1)[0].lstrip("+~") == "seed" for o in kept]
+    if not any(named):
+        return [*kept, f"seed={seed}"]
+    return [f"seed={seed}" if is_seed else o for o, is_seed in zip(kept, named, strict=True)]
+
+
+def run_group(cfg: DictConfig, run_dir: Path, overrides: list[str]) -> dict:
+    """Train the group whose first seed is `cfg.seed` (its folder: `run_dir`); returns the first
+    seed's summary. A seed's error is raised after the others have trained."""
+    size, first = int(cfg[KEY]), int(cfg.seed)
+    if size < 1:
+        raise ConfigError(f"{KEY}={size}: the number of seeds to train together, >= 1")
+    members = []
+    for seed in range(first, first + size):
+        member_cfg = copy.deepcopy(cfg)
+        with open_dict(member_cfg):
+            member_cfg.seed, member_cfg[KEY] = seed, 1      # each seed's config is its run's
+        folder = run_dir if seed == first else run_dir.parent / f"seed{seed}"
+        members.append(Member(seed, member_cfg, folder,
+                              member_overrides(overrides, seed, first), RunLock(folder)))
+    reason = fallback_reason(cfg)
+    if reason is not None or size == 1:
+        if size > 1:
+            print(f"[stack] {reason}: its {size} seeds train one after another", flush=True)
+        for member in members:
+            _alone(member)
+    else:
+        _stacked(cfg, members)
+    failed = [m.error for m in members if m.error is not None]
+    for error in failed[1:]:
+        print(f"error: {describe(error)}", flush=True)
+    if failed:
+        raise failed[0]
+    return members[0].summary
+
+
+def _alone(member: Member) -> None:
+    """The seed trained as its own run (train.run), in this process."""
+    try:
+        member.summary = train.run(member.cfg, member.run_dir, member.overrides)
+    except Exception as err:
+        if user_error(err) is None:
+            raise
+        member.error = err
+
+
+def _stacked(cfg: DictConfig, members: list[Member]) -> None:
+    check_config(cfg)
+    dist, device = distributed.setup(resolve_device(cfg.device))
+    try:
+        data = train._load_data(cfg, device, dist)
+        batch = next(iter(data.train_batches(1, int(cfg.batch_size))))[0]
+        check_fits(cfg, len(members), batch, device)
+        for member in members:
+            with open_dict(member.cfg):
+                member.cfg.dataset.vocab_size = cfg.dataset.vocab_size
+            _claim(member, data, dist, device)
+        waiting = [m for m in members if m.summary is None and m.error is None]
+        if len(waiting) == 1:
+            waiting[0].lock.release()
+            _alone(waiting[0])
+        elif waiting:
+            _train_group(cfg, waiting, data)
+    finally:
+        for member in members:
+            member.lock.release()
+        distributed.teardown(dist)
+
+
+def _claim(member: Member, data, dist: distributed.Dist, device: torch.device) -> None:
+    """train.run's decision for one seed: lock, identity, skip or train (or an error)."""
+    stored_dir = train._relative(member.run_dir, Path(str(member.cfg.out_dir)))
+    member.ctx = train.RunContext(member.cfg, member.run_dir, stored_dir,
+                                  command_line(member.overrides),
+                                  command_line(member.overrides, stored=True), dist, device)
+    try:
+        read_only = train._lock(member.lock, member.ctx)
+        member.identity = Identity(
+            config_identity(OmegaConf.to_container(member.cfg, resolve=True)),
+            data_identity(data, dist.world_size))
+        member.stored = StoredRun.read(member.run_dir)
+        action, done = decide(member.stored, member.identity, member.cfg.epochs,
+                              member.ctx.stored_command, member.cfg.retrain)
+        member.ours = True
+        if read_only is None:
+            remove_orphans(member.run_dir)
+        if done is not None:
+            member.summary = train._skip(member.ctx, action, done, read_only)
+            return
+        if read_only is not None:
+            raise read_only
+        if action == "retrain":
+            member.stored.discard()
+            print(f"[retrain] deleted the earlier run in {member.run_dir}")
+    except Exception as err:
+        _fail(member, err)
+        if user_error(err) is None:
+            raise
+
+
+def _fail(member: Member, err: Exception) -> None:
+    """train.run's failure record for one seed; its error is raised when the group ends."""
+    if not isinstance(err, (IdentityMismatch, RunBusy)):
+        failed = train._failed_summary(member.run_dir, member.ctx.stored_dir, member.lock,
+                                       describe(err), member.ctx.stored_command, member.ours)
+        if failed is not None:
+            train._finish(member.run_dir, failed)
+    member.error = err
+    member.lock.release()
+
+
+def _train_group(cfg: DictConfig, members: list[Member], data) -> None:
+    """Build and resume each seed as its run does, stack those at one point, train them."""
+    commit = provenance(members[0].ctx.device)["git_commit"]
+    for member in list(members):
+        member_data = copy.copy(data)            # the same tensors, this seed's batch order
+        member_data.seed = member.seed
+        try:
+            member.task, member.scheduler, member.progress = train._start(
+                member.ctx, member_data, member.stored)
+            member.generator = torch.Generator().set_state(torch.get_rng_state())  # dropout's
+            train._code_version(member.ctx, member.progress, member.stored, commit)
+        except Exception as err:
+            _fail(member, err)
+            if user_error(err) is None:
+                raise
+            members.remove(member)
+    if not members:
+        return
+    where = Counter((m.progress.epoch, m.progress.state.batch) for m in members)
+    point = where.most_common(1)[0][0]
+    apart = [m for m in members if (m.progress.epoch, m.progress.state.batch) != point]
+    group = [m for m in members if m not in apart]
+    for member in group:
+        member.group = [m.seed for m in group]
+    try:
+        if len(group) > 1:
+            _train_stacked(cfg, group)
+        else:
+            apart = members
+    except Exception as err:
+        for member in group:
+            if member.summary is None:
+                _fail(member, err)
+        if user_error(err) is None:
+            raise
+        return
+    for member in apart:
+        print(f"[stack] seed {member.seed} stands at epoch {member.progress.epoch}, batch "
+              f"{member.progress.state.batch}, apart from the group: it trains on its own",
+              flush=True)
+        member.lock.release()
+        _alone(member)
+
+
+def _train_stacked(cfg: DictConfig, group: list[Member]) -> None:
+    task, scheduler = _build(cfg, group)
+    for member in group:
+        _start_files(member)
+    print(f"[stack] seeds {', '.join(str(m.seed) for m in group)} train together", flush=True)
+    alive = list(range(len(group)))          # the rows of the seeds still training
+    with StopRequest() as stop:
+        while alive and group[alive[0]].progress.epoch <= cfg.epochs:
+            if not _epoch(cfg, group, alive, task, scheduler, stop):
+                _save(group, alive, task, scheduler)
+                first = group[alive[0]]
+                print(f"[interrupted] checkpoints at epoch {first.progress.epoch}, batch "
+                      f"{first.progress.state.batch}; run the same command to resume",
+                      flush=True)
+                for row in alive:
+                    _running(group[row], "interrupted", f"stopped by {stop.names()}")
+                stop.hand_over()
+                for row in alive:
+                    _running(group[row], "running")
+    for row in alive:
+        _end(group[row], "completed", "")
+
+
+def _build(cfg: DictConfig, group: list[Member]) -> tuple[StackedTask, object]:
+    """The stacked net, optimizer and schedule, from the seeds' own (resumed) ones."""
+    nets = [m.task.net for m in group]
+    net = StackedNet(nets, [m.generator for m in group])
+    example = next(iter(group[0].task.data.test_batches(2)))[0]
+    net.record_dropout_shapes(example)
+    names = {id(p): name for name, p in nets[0].named_parameters()}
+    first = group[0].task
+    optimizer, plan = stacked_optimizer(first.optimizer,
+                                        [m.task.optimizer.state_dict() for m in group],
+                                        net.params, names, first.plan)
+    scheduler = build_schedule(optimizer, cfg.schedule)
+    scheduler.load_state_dict(group[0].scheduler.state_dict())
+    task = StackedTask(net=net, optimizer=optimizer, plan=plan,
+                       datasets=[m.task.data for m in group], device=first.device,
+                       batch_size=first.batch_size, log_every=first.log_every,
+                       grad_norm_every=first.grad_norm_every)
+    if scheduler.per_step:
+        task.extra_step.append(scheduler.step_batch)
+    max_norm = getattr(nets[0], "max_norm", None)
+    if max_norm is not None:                  # Kim's constraint, on each seed's fc rows
+        weight = net.params["fc.weight"]      # (K, C, F)
+
+        def apply_max_norm() -> None:
+            with torch.no_grad():
+                rows = weight.view(-1, weight.shape[-1])
+                rows.copy_(torch.renorm(rows, p=2, dim=0, maxnorm=max_norm))
+        task.extra_step.append(apply_max_norm)
+    return task, scheduler
+
+
+def _start_files(member: Member) -> None:
+    """config.yaml, metrics.jsonl, a running summary and the logger, as train._train writes
+    them for a separate run."""
+    ctx, cfg, progress = member.ctx, member.cfg, member.progress
+    member.clock = train._Clock(progress.wall)
+    if progress.started:
+        print(f"[resume] epoch {progress.epoch}, batch {progress.state.batch}: {ctx.run_dir}")
+    meta = {"dataset": cfg.dataset.name, "model": cfg.model.name, "optim": cfg.optim.name,
+            "extra": ctx.run_dir.parent.name, "seed": cfg.seed, "command": ctx.stored_command,
+            "identity": member.identity.stored(), **provenance(ctx.device),
+            "commits": progress.commits, "stacked_seeds": member.group}
+    config = {**OmegaConf.to_container(cfg, resolve=True), "meta": meta}
+    config.pop("data_root", None)
+    write_text(ctx.run_dir / "config.yaml", OmegaConf.to_yaml(config))
+    write_jsonl(ctx.run_dir / "metrics.jsonl", progress.history)
+    _running(member, "running")
+    member.logger = instantiate(cfg.logger)
+    member.logger.start(ctx.run_dir, config, "/".join(ctx.run_dir.parts[-5:]))
+
+
+def _running(member: Member, status: str, message: str = "") -> None:
+    train._write_summary(member.ctx, member.identity, member.progress, member.clock, status,
+                         message)
+
+
+def _end(member: Member, status: str, message: str) -> None:
+    """The seed's final status, by train._finish (the one writer of it)."""
+    member.logger.finish(status)
+    summary = train._summary(member.ctx, member.identity, member.progress, member.clock,
+                             status, message)
+    member.summary = train._finish(member.run_dir, summary,
+                                   keep_checkpoint=bool(member.cfg.keep_checkpoint))
+    member.lock.release()
+
+
+def _epoch(cfg: DictConfig, group: list[Member], alive: list[int], task: StackedTask,
+           scheduler, stop: StopRequest) -> bool:
+    """One epoch of every live seed; False when a signal stopped it. A seed whose loss or test
+    metric is no longer finite ends as diverged (the message its separate run writes)."""
+    first = group[alive[0]]
+    epoch = first.progress.epoch
+    sums = StackedSums.gather([m.progress.state for m in group], task.device)
+    t0 = time.time() - first.progress.state.seconds
+    for row in alive:
+        group[row].progress.commits[-1]["epochs"][1] = epoch
+
+    def check(losses: list[float]) -> None:
+        for row in list(alive):
+            if not math.isfinite(losses[row]):
+                _diverge(group, alive, row, f"the training loss became {losses[row]} at epoch "
+                         f"{epoch}, batch {sums.batch}")
+
+    done = train_epoch(task, epoch, sums, stop, check)
+    sums.scatter([m.progress.state for m in group], list(range(len(group))))
+    if not done:
+        for row in alive:
+            group[row].progress.state.seconds = time.time() - t0
+        return not alive
+    if not alive:
+        return True
+    trained, tested = epoch_metrics(sums), evaluate(task)
+    seconds = time.time() - t0
+    for row in list(alive):
+        values = {"epoch": epoch, **trained[row]}
+        if finite({"train_loss": values["train_loss"]}):
+            _diverge(group, alive, row, f"the training loss became {values['train_loss']} in "
+                     f"epoch {epoch}")
+            continue
+        values.update(tested[row])
+        bad = finite(values)
+        if bad:
+            _diverge(group, alive, row, ", ".join(f"the {key} became {values[key]}"
+                                                  for key in bad)
+                     + f" in epoch {epoch} (evaluated after training it)")
+            continue
+        _record(group[row], values, row, sums, task, seconds)
+    scheduler.step()
+    for row in alive:
+        group[row].progress.epoch, group[row].progress.state = epoch + 1, EpochState()
+    _save(group, alive, task, scheduler)
+    for row in alive:
+        member = group[row]
+        write_jsonl(member.run_dir / "metrics.jsonl", member.progress.history)
+        member.logger.log_epoch(member.progress.history[-1])
+        _running(member, "running")
+        print(f"seed {member.seed}  " + epoch_line(member.progress.history[-1], cfg.epochs),
+              flush=True)
+    return True
+
+
+def _record(member: Member, row: dict, index: int, sums: StackedSums, task: StackedTask,
+            seconds: float) -> None:
+    """The epoch's metrics row, as train._epochs writes it."""
+    row["lr"] = task.optimizer.param_groups[0]["lr"]
+    row["epoch_seconds"] = seconds
+    row["samples_per_s"] = task.datasets[0].num_train / max(seconds, 1e-9)
+    if sums.norm_sum is not None:
+        means = (sums.norm_sum[index] / max(sums.norm_steps, 1)).tolist()
+        row["grad_norms"] = dict(zip(task.plan.names, means, strict=True))
+        row["grad_norm_steps"] = sums.norm_steps
+    member.progress.history.append(row)
+
+
+def _diverge(group: list[Member], alive: list[int], row: int, message: str) -> None:
+    """Seed `row` diverged: finish it as its run would (its last good checkpoint kept) and
+    train on without it; its slice of the stack is no longer read."""
+    alive.remove(row)
+    _end(group[row], "diverged", str(Diverged(message)))
+
+
+def _save(group: list[Member], alive: list[int], task: StackedTask, scheduler) -> None:
+    """Each live seed's checkpoint.pt, written by the engine's save_checkpoint from the seed's
+    own net, optimizer, schedule and generator: the file its separate run writes."""
+    stacked_state = task.optimizer.state_dict()
+    for row in alive:
+        member = group[row]
+        task.net.unstack_into(row)
+        member.task.optimizer.load_state_dict(member_state(stacked_state, row))
+        member.scheduler.load_state_dict(scheduler.state_dict())
+        torch.set_rng_state(member.generator.get_state())
+        save_checkpoint(member.ctx.checkpoint, member.task, member.scheduler, member.progress,
+                        member.clock())
