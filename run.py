@@ -19,7 +19,7 @@ try:                   # Ctrl-C while torch and Hydra load (the first seconds) e
     import hydra
     from omegaconf import DictConfig
 
-    import experiments.config  # noqa: F401  (registers the resolvers the config uses)
+    from experiments.config import check_overrides  # also registers the config's resolvers
     from experiments.errors import EXIT_USER, startup_error
     from experiments.sweep import run_cell
 except KeyboardInterrupt:
@@ -45,6 +45,8 @@ def hydra_main(cfg: DictConfig) -> dict:
 def main() -> None:
     """Hydra's main, with every error before the run starts as one line and exit code 2.
 
+    The overrides are checked against the config first (experiments.config.check_overrides).
+
     Hydra parses the command line, composes the config and makes the run folder before our
     code runs, and would print its errors as several lines and exit 1. With HYDRA_FULL_ERROR
     set it re-raises them instead, here, where each becomes one line (an unknown choice keeps
@@ -53,6 +55,7 @@ def main() -> None:
     asked = os.environ.get("HYDRA_FULL_ERROR")
     os.environ["HYDRA_FULL_ERROR"] = "1"
     try:
+        sys.argv[1:] = check_overrides(sys.argv[1:])   # unknown keys; one spelling per value
         hydra_main()
     except KeyboardInterrupt:           # Ctrl-C outside a run (while Hydra composes, say)
         sys.exit(EXIT_INTERRUPT)

@@ -6,9 +6,11 @@ process that composes the config (a submitit worker too) import it first.
 
 from __future__ import annotations
 
+import difflib
 import math
 import os
 import platform
+import re
 import shlex
 import subprocess
 import sys
@@ -21,7 +23,7 @@ from omegaconf import DictConfig, OmegaConf
 from .errors import ConfigError
 
 __all__ = ["ConfigError", "check_config", "command_line", "provenance", "resolve_device",
-           "stored_overrides"]
+           "stored_overrides", "check_overrides"]
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
 REPO_DIR = CONFIG_DIR.parent
@@ -198,3 +200,153 @@ def provenance(device: torch.device) -> dict:
         "hostname": platform.node(),
         "world_size": int(os.environ.get("WORLD_SIZE", "1")),
     }
+
+
+# ------------------------------------------------------------------------- the command line
+# The keys a config may lack that the code reads when they are given, so `+key=` (or `++key=`)
+# may add them: every other key must exist in the composed config. Each is documented where it
+# is read: configs/config.yaml's exclude list (dataset.workers, dataset.verify_md5),
+# experiments/schedule.py (the schedule's options), configs/optim/sgdm.yaml (nesterov) and
+# bng.block_normalize (the normalize node's settings).
+OPTIONAL_KEYS = ("dataset.workers", "dataset.verify_md5", "dataset.train.nesterov",
+                 "dataset.train.schedule.warmup_steps", "dataset.train.schedule.warmup_factor",
+                 "dataset.train.schedule.decay", "dataset.train.schedule.gamma",
+                 "dataset.train.schedule.milestones",
+                 *(f"optim.normalize.{key}" for key in ("mode", "blocks", "alpha", "threshold",
+                                                        "norm_dtype")))
+_NUMBER = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
+_INT = re.compile(r"[-+]?\d+")
+
+
+def check_overrides(args: list[str]) -> list[str]:
+    """The command line's arguments with every value override checked against the config, before
+    Hydra sees them: a key the config does not have is refused with the nearest one (ConfigError),
+    `+key=` only for OPTIONAL_KEYS, and an integer given for a float key is written as that float
+    (`optim.lr=1` is `optim.lr=1.0`), so one value has one spelling: one folder, one identity."""
+    overrides = [(i, a) for i, a in enumerate(args) if "=" in a and not a.startswith("-")]
+    groups = dict(_group_choices(a) for _, a in overrides if _is_group(_key(a)))
+    values = [(i, a) for i, a in overrides if not _is_group(_key(a))
+              and not _key(a).startswith("hydra.") and "@" not in _key(a)]
+    root = yaml.safe_load((CONFIG_DIR / "config.yaml").read_text()) or {}
+    if all(_key(a) in root and not a.startswith("+") for _, a in values):
+        return args          # the root's own keys (seed, epochs, out_dir, ...): none is a float
+    from hydra import initialize_config_dir
+
+    out = list(args)
+    with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):   # one for every compose
+        configs = _Configs(groups)
+        for i, arg in values:
+            out[i] = _checked(arg, configs)
+    return out
+
+
+def _key(arg: str) -> str:
+    return arg.split("=", 1)[0].lstrip("+~")
+
+
+def _is_group(key: str) -> bool:
+    return bool(key) and "." not in key and (CONFIG_DIR / key).is_dir()
+
+
+def _group_choices(arg: str) -> tuple[str, list[str]]:
+    key, value = arg.split("=", 1)
+    return key.lstrip("+~"), [v.strip() for v in value.split(",") if v.strip()]
+
+
+class _Configs:
+    """The config composed with each group's first choice (`base`) and, only when a key is not
+    in it, once with each other choice of a swept group (on the command line or in the
+    experiment's sweep). Nothing when it does not compose: Hydra then reports why itself."""
+
+    def __init__(self, groups: dict[str, list[str]]) -> None:
+        self.groups = {g: c for g, c in groups.items() if c}
+        self.first = {g: c[0] for g, c in self.groups.items()}
+        self.base = self._compose(self.first, hydra=True)
+        self._others: list[DictConfig] | None = None
+
+    def _compose(self, choices: dict[str, str], hydra: bool = False) -> DictConfig | None:
+        from hydra import compose
+        from hydra.errors import HydraException
+        from omegaconf.errors import OmegaConfBaseException
+
+        try:
+            return compose("config", [f"{g}={c}" for g, c in choices.items()],
+                           return_hydra_config=hydra)
+        except (HydraException, OmegaConfBaseException, ValueError):
+            return None
+
+    def others(self) -> list[DictConfig]:
+        if self._others is None:
+            swept = dict(self.groups)
+            params = OmegaConf.select(self.base, "hydra.sweeper.params") if self.base else None
+            for key, value in (params or {}).items():
+                if _is_group(key) and key not in swept:
+                    swept[key] = ["", *(v.strip() for v in str(value).split(","))]
+            picks = [{**self.first, g: c} for g, cs in swept.items() for c in cs[1:]]
+            self._others = [c for c in map(self._compose, picks) if c is not None]
+        return self._others
+
+    def holding(self, key: str) -> list[DictConfig]:
+        """The configs that have `key` (the base alone when it does)."""
+        def has(config: DictConfig) -> bool:
+            return OmegaConf.select(config, key, default=_MISSING) is not _MISSING
+
+        if self.base is None or has(self.base):
+            return [self.base] if self.base is not None else []
+        return [c for c in self.others() if has(c)]
+
+
+def _checked(arg: str, configs: _Configs) -> str:
+    key, value = arg.split("=", 1)
+    name, adds = key.lstrip("+~"), key.startswith("+")
+    if key.startswith("~") or configs.base is None:
+        return arg
+    found = configs.holding(name)
+    if not found and adds and name in OPTIONAL_KEYS:
+        return arg
+    if not found:
+        if name in OPTIONAL_KEYS:
+            raise ConfigError(f"this config has no key '{name}': it is optional, add it with "
+                              f"+{name}={value}. Nothing was run.")
+        near = _nearest(name, [configs.base, *configs.others()])
+        hint = f"; did you mean '{near}'?" if near else ""
+        raise ConfigError(f"unknown key '{name}'{hint} (python run.py --cfg job lists the keys). "
+                          "Nothing was run.")
+    if adds and not key.startswith("++"):
+        return arg                           # Hydra refuses to add a key that exists
+    if any(isinstance(OmegaConf.select(c, name), float) for c in found):
+        tokens = value.split(",")
+        if all(_NUMBER.fullmatch(t.strip()) for t in tokens):
+            value = ",".join(repr(float(t)) if _INT.fullmatch(t.strip()) else t for t in tokens)
+    return f"{key}={value}"
+
+
+def _nearest(name: str, configs: list[DictConfig]) -> str | None:
+    """The known key nearest to `name`: a sibling whose last part is spelled alike, else a key
+    spelled alike as a whole."""
+    keys = sorted(set(_dotted_keys(configs)) | set(OPTIONAL_KEYS))
+    parent, _, leaf = name.rpartition(".")
+    siblings = {k.rpartition(".")[2]: k for k in keys if k.rpartition(".")[0] == parent}
+    near = difflib.get_close_matches(leaf, list(siblings), n=1, cutoff=0.6)
+    if near:
+        return siblings[near[0]]
+    near = difflib.get_close_matches(name, keys, n=1, cutoff=0.8)
+    return near[0] if near else None
+
+
+_MISSING = object()
+
+
+def _dotted_keys(configs: list[DictConfig]) -> list[str]:
+    keys: set[str] = set()
+
+    def walk(node: object, prefix: str) -> None:
+        if isinstance(node, DictConfig):
+            for key in node.keys():
+                if key != "hydra":
+                    keys.add(f"{prefix}{key}")
+                    walk(node._get_node(key), f"{prefix}{key}.")
+
+    for config in configs:
+        walk(config, "")
+    return sorted(keys)

@@ -79,7 +79,7 @@ def completed(tmp_path_factory) -> Path:
     (["optim=doesnotexist"], "Could not find 'optim/doesnotexist'. Available options in 'optim': "),
     (["device=tpu"], "device=tpu is not a device this suite trains on"),
     (["out_dir=résultats"], "cannot parse the override out_dir=résultats. Quote a value"),
-    ([f"+dataset.note{i}={'x' * 20}" for i in range(12)], "bytes; a file system allows 255"),
+    ([f"dataset.limit={'x' * 250}"], "bytes; a file system allows 255"),
     (["epochs=${nope}"], "Interpolation key 'nope' not found"),
 ])  # fmt: skip
 def test_every_error_before_the_first_epoch_is_one_line(monkeypatch, capsys, tmp_path, args,
@@ -97,7 +97,7 @@ def test_every_error_before_the_first_epoch_is_one_line(monkeypatch, capsys, tmp
 
 @pytest.mark.parametrize("retrain", [False, True])
 @pytest.mark.parametrize("override", ["model.name=../../../esc", "optim.name=a/b",
-                                      "+dataset.tag=../../x", "dataset.name=.."])
+                                      "dataset.limit=../../x", "dataset.name=.."])
 def test_a_value_that_names_the_folder_cannot_leave_out_dir(monkeypatch, capsys, tmp_path,
                                                             override, retrain):
     out_dir = tmp_path / "a" / "b" / "c" / "out"
