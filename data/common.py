@@ -1,12 +1,14 @@
-"""What every dataset shares: the error type, the data root, md5 checks, atomic caches,
-the per-epoch generator and the DDP shard of an epoch's permutation."""
+"""What every dataset shares: the error type, the data root, md5 checks, the checks that need no
+md5, the content fingerprint, downloads that leave nothing half-made, atomic caches, the
+per-epoch generator and the DDP shard of an epoch's permutation."""
 
 from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 import tempfile
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -136,3 +138,63 @@ def subset_indices(n: int, limit: int | None) -> torch.Tensor:
 def batch_slices(n: int, batch_size: int, start: int = 0) -> Iterable[slice]:
     for b in range(start, num_batches(n, batch_size)):
         yield slice(b * batch_size, min((b + 1) * batch_size, n))
+
+
+def content_fingerprint(parts: Iterable[tuple[str, bytes]]) -> str:
+    """sha256[:16] over each (name, bytes) in the order given: the run's record of the bytes it
+    read (data identity `content`), so runs on different copies of a dataset never pool."""
+    digest = hashlib.sha256()
+    for name, data in parts:
+        digest.update(f"{name}\0{len(data)}\0".encode())
+        digest.update(data)
+    return digest.hexdigest()[:16]
+
+
+def check_text(name: str, data: bytes, folder: Path, encoding: str, fix: str) -> str:
+    """`data` decoded, or DataError when it is not a whole text file: it must decode, hold no
+    control byte but tab, CR and newline (random bytes do), and end with a newline (a file cut
+    short almost never does)."""
+    try:
+        text = data.decode(encoding)
+    except UnicodeDecodeError as err:
+        raise DataError(f"{name} in {folder} is not {encoding} text (byte {err.start}). "
+                        f"{fix}") from err
+    bad = next((i for i, c in enumerate(data) if (c < 32 and c not in (9, 10, 13)) or c == 127),
+               None)
+    if bad is not None:
+        raise DataError(f"{name} in {folder} holds a control byte (0x{data[bad]:02x} at {bad}): "
+                        f"not a text file. {fix}")
+    if not data.endswith(b"\n"):
+        raise DataError(f"{name} in {folder} does not end with a newline: cut short? {fix}")
+    return text
+
+
+def one_line_reason(err: BaseException) -> str:
+    """An exception's message on one line, at most 160 characters."""
+    text = " ".join(str(err).split()) or type(err).__name__
+    return text if len(text) <= 160 else text[:157] + "..."
+
+
+def download_into(root: Path, folder: Path, fetch: Callable[[Path], Path], what: str, url: str,
+                  by_hand: str) -> None:
+    """`fetch(tmp)` downloads into a fresh hidden folder under `root` and returns the folder there
+    that holds the files, which then move into `folder`. A failure is one DataError line naming
+    `what`, `url` and where to put the files by hand; nothing is left behind (no empty folder, no
+    partial file): the files reach `folder` only once all of them have arrived."""
+    made_root = not root.exists()
+    root.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".download-", dir=root))
+    try:
+        source = fetch(tmp)
+        folder.mkdir(parents=True, exist_ok=True)
+        for path in sorted(source.iterdir()):
+            if path.is_file() and not (folder / path.name).exists():
+                os.replace(path, folder / path.name)
+    except Exception as err:  # urllib's, torchvision's (RuntimeError) and tarfile's errors alike
+        raise DataError(f"could not download {what} from {url} ({one_line_reason(err)}). "
+                        f"Put the file(s) there by hand: {by_hand}; or run again once the "
+                        "network is back.") from err
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if made_root and not any(root.iterdir()):
+            root.rmdir()

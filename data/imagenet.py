@@ -3,12 +3,13 @@ with worker processes and pinned memory (too large to live on the device)."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
 import torch
 
-from data.common import DataError, cfg_get, num_batches, subset_indices
+from data.common import DataError, cfg_get, content_fingerprint, num_batches, subset_indices
 
 IMAGENET_FOLDER = "imagenet"
 DEVKIT = "ILSVRC2012_devkit_t12.tar.gz"
@@ -70,6 +71,7 @@ class FolderDataset:
         self.train, self.test = train, test
         self.device, self.seed, self.rank, self.world_size = device, seed, rank, world_size
         self.workers, self.vocab_size = workers, None
+        self.content: str | None = None     # fingerprint of the files listed (data identity)
         self.num_train, self.num_test = len(train) // world_size, len(test)
 
     def num_train_batches(self, batch_size: int) -> int:
@@ -106,9 +108,15 @@ def load_imagenet(cfg, root, download, device, seed, rank=0, world_size=1) -> Fo
     if train.classes != test.classes:
         raise DataError(f"imagenet: the class folders of {folder / 'train'} and {folder / 'val'} "
                         f"differ ({len(train.classes)} vs {len(test.classes)}). {FIX}")
+    listing = [f"{Path(path).relative_to(folder)}:{os.path.getsize(path)}"
+               for split in (train, test) for path, _ in split.samples]
+    content = content_fingerprint([("listing", "\n".join(listing).encode())])
     limit = cfg_get(cfg, "limit")
     if limit is not None:
         train = torch.utils.data.Subset(train, subset_indices(len(train), limit).tolist())
         test = torch.utils.data.Subset(test, subset_indices(len(test), limit).tolist())
     workers = int(cfg_get(cfg, "workers", 8))
-    return FolderDataset(train, test, device, seed, rank, world_size, workers)
+    dataset = FolderDataset(train, test, device, seed, rank, world_size, workers)
+    # Names and sizes, not bytes: hashing ~150 GB of JPEGs would take longer than an epoch.
+    dataset.content = content
+    return dataset

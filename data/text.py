@@ -1,6 +1,14 @@
 """Text datasets: Penn Treebank (word-level language modelling) and Rotten Tomatoes (sentence
 polarity). Both are tokenized once and cached as tensors under <data_root>/cache, keyed by
-the md5 of their source files, so a changed file is re-tokenized, never read stale."""
+the md5 of their source files, so a changed file is re-tokenized, never read stale.
+
+What is checked without md5 (dataset.verify_md5=false: subsets, fixtures, own copies), because
+it is true of every file of the real format: each file is whole text (it decodes, holds no
+control byte, ends with a newline); PTB's training file has at most 10,000 distinct words,
+`<unk>` among them (Mikolov's vocabulary); Rotten Tomatoes' two files have no empty line and as
+many lines each (5,331 and 5,331 in v1.0). What no check can see (a subset cut at a line end)
+the run's content fingerprint tells apart.
+"""
 
 from __future__ import annotations
 
@@ -19,6 +27,9 @@ from data.common import (
     cfg_get,
     check_limit,
     check_md5,
+    check_text,
+    content_fingerprint,
+    download_into,
     epoch_generator,
     load_cache,
     md5_bytes,
@@ -58,6 +69,10 @@ def read_sources(folder: Path, files: dict[str, str | None], verify_md5: bool) -
         if verify_md5:
             check_md5(name, md5_bytes(data[name]), md5, folder, "download it again")
     return data
+
+
+def fingerprint_sources(sources: dict[str, bytes]) -> str:
+    return content_fingerprint(sorted(sources.items()))
 
 
 def cached(root: Path, stem: str, sources: dict[str, bytes], build) -> dict:
@@ -110,6 +125,7 @@ class StreamDataset:
         self.device, self.rank, self.world_size = device, rank, world_size
         self.num_train = len(self.train) // world_size  # tokens per rank per epoch (about)
         self.num_test = len(self.test)
+        self.content: str | None = None     # fingerprint of the files read (data identity)
         self._rows: dict[tuple[str, int], torch.Tensor] = {}
 
     def rows(self, split: str, batch_size: int) -> torch.Tensor:
@@ -145,23 +161,49 @@ class StreamDataset:
 def load_ptb(cfg, root, download, device, seed, rank=0, world_size=1) -> StreamDataset:
     folder = Path(root) / PTB_FOLDER
     missing = [n for n in PTB_MD5 if not (folder / n).is_file()]
+    by_hand = f"the data/ptb.*.txt files of Mikolov's simple-examples.tgz, in {folder}"
     if missing and download:
         from torchvision.datasets.utils import download_url
 
         for name in missing:
-            download_url(PTB_URL + name, str(folder), name, PTB_MD5[name])
+            def fetch(tmp: Path, name: str = name) -> Path:
+                download_url(PTB_URL + name, str(tmp), name, PTB_MD5[name])
+                return tmp
+
+            download_into(Path(root), folder, fetch, name, PTB_URL + name, by_hand)
     elif missing:
         require_files(folder, list(PTB_MD5), "ptb", f"Run with download=true (fetches {PTB_URL}"
                       f"ptb.{{train,valid,test}}.txt), or copy the data/ptb.*.txt files of "
                       f"Mikolov's simple-examples.tgz there.")
     sources = read_sources(folder, PTB_MD5, bool(cfg_get(cfg, "verify_md5", True)))
+    check_ptb(sources, folder)
     data = cached(Path(root), "ptb", sources, lambda: tokenize_ptb(sources))
     eval_split = cfg_get(cfg_get(cfg, "train", {}), "eval_split", "test")
     limit = check_limit(cfg_get(cfg, "limit"))
     train, test = data["train"], data["valid" if eval_split == "valid" else "test"]
     if limit is not None:  # the first `limit` tokens: a prefix keeps the text contiguous
         train, test = train[: int(limit)], test[: int(limit)]
-    return StreamDataset(train, test, data["vocab"], cfg_get(cfg, "bptt", 40), device, rank, world_size)
+    dataset = StreamDataset(train, test, data["vocab"], cfg_get(cfg, "bptt", 40), device, rank,
+                            world_size)
+    dataset.content = fingerprint_sources(sources)
+    return dataset
+
+
+PTB_VOCAB = 10_000   # Mikolov's vocabulary: every other word is <unk>
+
+
+def check_ptb(sources: dict[str, bytes], folder: Path) -> None:
+    """DataError unless each file is whole text and the training file could be Mikolov's: at
+    most 10,000 distinct words, `<unk>` among them."""
+    fix = "Delete it and download it again (download=true), or copy Mikolov's file there."
+    for name, data in sources.items():
+        text = check_text(name, data, folder, "utf-8", fix)
+        if name == "ptb.train.txt":
+            words = set(text.split())
+            if len(words) > PTB_VOCAB or "<unk>" not in words:
+                raise DataError(f"{name} in {folder} has {len(words):,} distinct words"
+                                f"{'' if '<unk>' in words else ' and no <unk>'}: Mikolov's "
+                                f"files have at most {PTB_VOCAB:,}, <unk> among them. {fix}")
 
 
 # ---------------------------------------------------------------------------------- RT
@@ -223,6 +265,7 @@ class SentenceDataset:
                        for name, split in (("train", train), ("test", test))}
         self.num_train = len(train["y"]) // world_size
         self.num_test = len(test["y"])
+        self.content: str | None = None     # fingerprint of the files read (data identity)
 
     def _batch(self, split: str, rows: torch.Tensor) -> Batch:
         x, lengths, y = self.splits[split]
@@ -254,14 +297,39 @@ def load_rt(cfg, root, download, device, seed, rank=0, world_size=1) -> Sentence
     if missing and download:
         from torchvision.datasets.utils import download_and_extract_archive
 
-        download_and_extract_archive(RT_URL, str(root), filename="rt-polaritydata.tar.gz")
+        def fetch(tmp: Path) -> Path:
+            download_and_extract_archive(RT_URL, str(tmp), filename="rt-polaritydata.tar.gz")
+            return tmp / RT_FOLDER
+
+        download_into(Path(root), folder, fetch, "rt-polaritydata.tar.gz", RT_URL,
+                      f"extract that archive into {root} (rt-polarity.pos and .neg in {folder})")
     elif missing:
         require_files(folder, list(RT_MD5), "rt", f"Run with download=true (fetches {RT_URL}), "
                       f"or extract that archive into {root} yourself.")
     sources = read_sources(folder, RT_MD5, bool(cfg_get(cfg, "verify_md5", True)))
+    check_rt(sources, folder)
     data = cached(Path(root), "rt", sources, lambda: tokenize_rt(sources))
     limit = cfg_get(cfg, "limit")
     train, valid = ({k: v[subset_indices(len(split["y"]), limit)] for k, v in split.items()}
                     for split in (data["train"], data["valid"]))
     min_width = max(cfg_get(cfg, "windows", [3, 4, 5]))
-    return SentenceDataset(train, valid, data["vocab"], min_width, device, seed, rank, world_size)
+    dataset = SentenceDataset(train, valid, data["vocab"], min_width, device, seed, rank,
+                              world_size)
+    dataset.content = fingerprint_sources(sources)
+    return dataset
+
+
+def check_rt(sources: dict[str, bytes], folder: Path) -> None:
+    """DataError unless both files are whole Latin-1 text, one sentence a line with no empty
+    line, and hold as many sentences each (v1.0: 5,331 and 5,331): a file cut short has fewer."""
+    fix = f"Delete it and download it again (download=true), or extract {RT_URL} there."
+    counts = {}
+    for name, data in sources.items():
+        lines = check_text(name, data, folder, "latin-1", fix)[:-1].split("\n")  # ends in \n
+        if any(not line.strip() for line in lines):
+            raise DataError(f"{name} in {folder} has an empty line: not one sentence a line. {fix}")
+        counts[name] = len(lines)
+    if len(set(counts.values())) > 1:
+        shown = " and ".join(f"{n} {c:,}" for n, c in counts.items())
+        raise DataError(f"Rotten Tomatoes' two files hold as many sentences each (5,331 in v1.0); "
+                        f"in {folder}: {shown} lines. One is cut short or not the original. {fix}")

@@ -22,6 +22,8 @@ from data.common import (
     batch_slices,
     cfg_get,
     check_md5,
+    content_fingerprint,
+    download_into,
     epoch_generator,
     md5_bytes,
     num_batches,
@@ -112,6 +114,7 @@ class DeviceDataset:
         self.vocab_size = None
         self.num_train = len(self.x_train) // world_size  # this rank's samples per epoch
         self.num_test = len(self.x_test)
+        self.content: str | None = None     # fingerprint of the data read (data identity)
 
     def num_train_batches(self, batch_size: int) -> int:
         return num_batches(self.num_train, batch_size)
@@ -178,8 +181,11 @@ def load_digits(cfg, root, download, device, seed, rank=0, world_size=1) -> Devi
         torch.arange(len(y)).numpy(), test_size=0.2, stratify=y.numpy(), random_state=SUBSET_SEED
     )
     train, test = torch.as_tensor(train), torch.as_tensor(test)
-    return _build(cfg, (x[train], y[train], x[test], y[test]), lambda t: t, device=device,
-                  seed=seed, rank=rank, world_size=world_size)
+    dataset = _build(cfg, (x[train], y[train], x[test], y[test]), lambda t: t, device=device,
+                     seed=seed, rank=rank, world_size=world_size)
+    dataset.content = content_fingerprint([("data", bunch.data.tobytes()),
+                                           ("target", bunch.target.tobytes())])
+    return dataset
 
 
 # ----------------------------------------------------------------------------------- MNIST
@@ -190,13 +196,15 @@ MNIST_MD5 = {  # md5 of the uncompressed IDX files (the .gz bytes vary between m
     "t10k-images-idx3-ubyte": "2646ac647ad5339dbf082846283269ea",
     "t10k-labels-idx1-ubyte": "27ae3e4e09519cfbb04c329615203637",
 }
+MNIST_CLASSES = 10
 MNIST_FIX = ("Run with download=true (torchvision fetches them from "
              "https://ossci-datasets.s3.amazonaws.com/mnist/), or copy the four "
              "*-idx?-ubyte[.gz] files of http://yann.lecun.com/exdb/mnist/ there.")
 
 
-def read_idx(folder: Path, name: str, verify_md5: bool) -> torch.Tensor:
-    """An IDX file (`name` or `name.gz`) as a uint8 tensor of the shape its header gives."""
+def read_idx(folder: Path, name: str, verify_md5: bool, parts: list | None = None) -> torch.Tensor:
+    """An IDX file (`name` or `name.gz`) as a uint8 tensor of the shape its header gives; its
+    uncompressed bytes are appended to `parts` (for the content fingerprint)."""
     path = folder / name if (folder / name).is_file() else folder / f"{name}.gz"
     try:
         raw = gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
@@ -213,6 +221,13 @@ def read_idx(folder: Path, name: str, verify_md5: bool) -> torch.Tensor:
     if raw[:3] != b"\x00\x00\x08" or len(raw) != 4 + 4 * ndim + size:
         raise DataError(f"{path.name} in {folder} is not a whole IDX uint8 file (header "
                         f"{raw[:4].hex()}, {len(raw)} bytes). Delete it and download it again.")
+    images = name.endswith("images-idx3-ubyte")          # else labels: one byte each, 0-9
+    labels_ok = ndim == 1 and max(raw[8:], default=0) < MNIST_CLASSES
+    if not (dims[1:] == [28, 28] if images else labels_ok):
+        raise DataError(f"{path.name} in {folder} is an IDX file of shape {dims}, not MNIST's "
+                        f"(N, 28, 28) images or (N,) labels 0-9. Delete it and download it again.")
+    if parts is not None:
+        parts.append((name, raw))
     return torch.frombuffer(bytearray(raw[4 + 4 * ndim :]), dtype=torch.uint8).view(dims)
 
 
@@ -222,22 +237,44 @@ def load_mnist(cfg, root, download, device, seed, rank=0, world_size=1) -> Devic
     names = list(MNIST_MD5)
     present = [n for n in names if (folder / n).is_file() or (folder / f"{n}.gz").is_file()]
     if len(present) < len(names) and download:
-        import torchvision
-
-        for train in (True, False):
-            torchvision.datasets.MNIST(str(root), train=train, download=True)
+        for name in names:
+            if name not in present:
+                _download_mnist(Path(root), folder, f"{name}.gz")
     else:
         missing = [f"{n}.gz" for n in names if n not in present]
         if missing:
             raise DataError(f"mnist: missing {', '.join(missing)} in {folder} (expected the "
                             f"four files {', '.join(names)}, each plain or .gz). {MNIST_FIX}")
-    verify = bool(cfg_get(cfg, "verify_md5", True))
-    x_train, y_train, x_test, y_test = (read_idx(folder, n, verify) for n in names)
+    verify, parts = bool(cfg_get(cfg, "verify_md5", True)), []
+    x_train, y_train, x_test, y_test = (read_idx(folder, n, verify, parts) for n in names)
     if len(x_train) != len(y_train) or len(x_test) != len(y_test):
         raise DataError(f"MNIST images and labels in {folder} differ in count. {MNIST_FIX}")
     splits = (x_train.flatten(1), y_train, x_test.flatten(1), y_test)  # (N, 784) uint8
-    return _build(cfg, splits, lambda t: t.float().div_(255.0), device=device, seed=seed,
-                  rank=rank, world_size=world_size)
+    dataset = _build(cfg, splits, lambda t: t.float().div_(255.0), device=device, seed=seed,
+                     rank=rank, world_size=world_size)
+    dataset.content = content_fingerprint(parts)      # the uncompressed bytes: .gz or not
+    return dataset
+
+
+def _download_mnist(root: Path, folder: Path, filename: str) -> None:
+    """One .gz file from torchvision's MNIST mirrors, the first that answers."""
+    from torchvision.datasets import MNIST
+    from torchvision.datasets.utils import download_url
+
+    md5 = dict(MNIST.resources)[filename]
+
+    def fetch(tmp: Path) -> Path:
+        errors = []
+        for mirror in MNIST.mirrors:
+            try:
+                download_url(f"{mirror}{filename}", str(tmp), filename, md5)
+                return tmp
+            except Exception as err:   # this mirror failed: the next one, then the first error
+                errors.append(err)
+        raise errors[0]
+
+    download_into(root, folder, fetch, filename, f"{MNIST.mirrors[0]}{filename}",
+                  f"{filename} of http://yann.lecun.com/exdb/mnist/ in {folder}")
 
 
 # ------------------------------------------------------------------------------- CIFAR-10/100
@@ -255,8 +292,7 @@ def _cifar_spec(name: str):
     return cls, label_key
 
 
-def _read_cifar_pickle(path: Path, md5: str | None, label_key: str, fix: str):
-    raw = path.read_bytes()
+def _read_cifar_pickle(path: Path, raw: bytes, md5: str | None, label_key: str, fix: str):
     if md5 is not None:
         check_md5(path.name, md5_bytes(raw), md5, path.parent, "download it again")
     try:
@@ -293,13 +329,20 @@ def load_cifar(cfg, root, download, device, seed, rank=0, world_size=1) -> Devic
            f"extract that archive into {root} yourself.")
     missing = [f for f, _ in files if not (folder / f).is_file()]
     if missing and download:
-        for train in (True, False):
-            cls(str(root), train=train, download=True)
+        def fetch(tmp: Path) -> Path:
+            from torchvision.datasets.utils import download_and_extract_archive
+
+            download_and_extract_archive(cls.url, str(tmp), filename=cls.filename, md5=cls.tgz_md5)
+            return tmp / cls.base_folder
+
+        download_into(Path(root), folder, fetch, cls.filename, cls.url,
+                      f"extract {cls.filename} into {root} (its files in {folder})")
     elif missing:
         require_files(folder, [f for f, _ in files], name, fix[0].upper() + fix[1:])
     verify = bool(cfg_get(cfg, "verify_md5", True))
-    parts = [_read_cifar_pickle(folder / f, md5 if verify else None, label_key, fix)
-             for f, md5 in files]
+    raws = [(f, (folder / f).read_bytes()) for f, _ in files]
+    parts = [_read_cifar_pickle(folder / f, raw, md5 if verify else None, label_key, fix)
+             for (f, md5), (_, raw) in zip(files, raws, strict=True)]
     train_parts = parts[: len(cls.train_list)]
     x_train = torch.cat([x for x, _ in train_parts])
     y_train = torch.cat([y for _, y in train_parts])
@@ -313,5 +356,7 @@ def load_cifar(cfg, root, download, device, seed, rank=0, world_size=1) -> Devic
     def normalize(t: torch.Tensor) -> torch.Tensor:  # (B, 3, 32, 32) uint8 -> float
         return torch.addcmul(shift, t.float(), scale)
 
-    return _build(cfg, (x_train, y_train, x_test, y_test), normalize, device=device, seed=seed,
-                  rank=rank, world_size=world_size, augment=True)
+    dataset = _build(cfg, (x_train, y_train, x_test, y_test), normalize, device=device,
+                     seed=seed, rank=rank, world_size=world_size, augment=True)
+    dataset.content = content_fingerprint(raws)
+    return dataset

@@ -70,6 +70,15 @@ def save_checkpoint(path: Path, task: Task, scheduler, progress: Progress, wall:
         })
 
 
+def _why(err: Exception) -> str:
+    """What torch said, in one short line, without its advice to load the file with
+    weights_only=False: that would run whatever code a damaged or foreign file holds."""
+    text = " ".join(str(err).split())
+    if "weights_only" in text or "Unpickl" in type(err).__name__:
+        return f"{type(err).__name__}: not a file of plain tensors"
+    return f"{type(err).__name__}: {text[:160]}"
+
+
 def load_checkpoint(path: Path, task: Task, scheduler) -> Progress:
     """The run's progress from its checkpoint, loaded into the task; a fresh start without one."""
     if not path.exists():
@@ -81,10 +90,9 @@ def load_checkpoint(path: Path, task: Task, scheduler) -> Progress:
         scheduler.load_state_dict(ckpt["scheduler"])
     except Exception as err:   # truncated file, or a checkpoint of another code version
         raise ResumeError(
-            f"cannot resume from {path}: {type(err).__name__}: {str(err)[:300]}. "
-            "It was written by a different code version, or is damaged. Add retrain=true to "
-            "delete this run's files and train it from epoch 1, or move the run folder "
-            "away.") from err
+            f"cannot resume from {path} ({_why(err)}): it is damaged or was written by another "
+            "code version. Add retrain=true to delete this run's files and train it from epoch "
+            "1, or move the run folder away.") from err
     # One entry per rank; a checkpoint of an older version holds rank 0's only.
     ranks = ckpt.get("ranks") or [{"epoch_state": ckpt["epoch_state"], "rng": ckpt["rng"]}]
     world_size = task.dist.world_size

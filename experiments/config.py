@@ -188,6 +188,20 @@ def _git_commit() -> str:
     return out.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
 
 
+def cpu_name() -> str:
+    """The CPU's model name (Linux's /proc/cpuinfo, else what platform knows), or "cpu":
+    platform.processor() is empty on Linux and platform.machine() names only the architecture."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            key, _, value = line.partition(":")
+            if key.strip() in ("model name", "Model", "cpu model") and value.strip():
+                return value.strip()
+    except OSError:
+        pass
+    name = platform.processor()
+    return name if name and name != platform.machine() else "cpu"
+
+
 def provenance(device: torch.device) -> dict:
     """What a reader needs to trust or repeat the run: code, library and hardware versions."""
     return {
@@ -196,7 +210,7 @@ def provenance(device: torch.device) -> dict:
         "torch": str(torch.__version__),
         "cuda": torch.version.cuda,
         "device": (torch.cuda.get_device_name(device) if device.type == "cuda"
-                   else platform.processor() or platform.machine()),
+                   else cpu_name()),
         "hostname": platform.node(),
         "world_size": int(os.environ.get("WORLD_SIZE", "1")),
     }

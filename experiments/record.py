@@ -66,11 +66,14 @@ def config_identity(config: Mapping) -> dict[str, Any]:
     return dict(sorted(flat.items()))
 
 
-def data_identity(data: Any, world_size: int) -> dict[str, int | None]:
-    """The size of the data actually loaded: a subset or another copy of a dataset differs."""
+def data_identity(data: Any, world_size: int) -> dict[str, int | str | None]:
+    """The size of the data actually loaded, and `content`: a fingerprint of the bytes of the
+    files it was read from (sha256[:16], the data layer's `content`). A subset, another copy or a
+    damaged file of a dataset differs, even where its sizes do not."""
     return {"train_samples": int(data.num_train) * world_size,  # per epoch, all ranks together
             "test_samples": int(data.num_test),
-            "vocab_size": None if data.vocab_size is None else int(data.vocab_size)}
+            "vocab_size": None if data.vocab_size is None else int(data.vocab_size),
+            "content": getattr(data, "content", None)}
 
 
 def fingerprint(config: Mapping[str, Any]) -> str:
@@ -97,8 +100,10 @@ class Identity:
                for key in sorted(set(self.config) | set(new.config))
                if self.config.get(key) != new.config.get(key)]
         if self.data is not None and new.data is not None:
+            # Only the keys both record: a run made before `content` was recorded is still
+            # this config's run (skipped or resumed, never refused or retrained).
             out += [f"data.{key}: {_show(self.data.get(key))} -> {_show(new.data.get(key))}"
-                    for key in sorted(set(self.data) | set(new.data))
+                    for key in sorted(set(self.data) & set(new.data))
                     if self.data.get(key) != new.data.get(key)]
         return out
 
