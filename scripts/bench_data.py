@@ -13,16 +13,12 @@ Prints images/s for each and the ratio; with CUDA, also our pipeline on the GPU.
 from __future__ import annotations
 
 import argparse
-import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from data.vision import CIFAR_STATS, DeviceDataset  # noqa: E402
+from data.vision import CIFAR_STATS, DeviceDataset
 
 
 def device_pipeline(images: np.ndarray, labels: np.ndarray, device: str, batch: int) -> float:

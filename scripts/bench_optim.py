@@ -38,7 +38,6 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -47,10 +46,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+import bng
+import models
+
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-import bng  # noqa: E402
-import models  # noqa: E402
 
 PAIRS: dict[str, tuple[type[torch.optim.Optimizer], dict]] = {
     "SGDM": (torch.optim.SGD, {"lr": 0.1, "momentum": 0.9, "weight_decay": 1e-4}),

@@ -35,10 +35,9 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+import bng
 
-import bng  # noqa: E402
+REPO = Path(__file__).resolve().parents[1]
 
 # bench name -> (configs/model name, the dataset fields the model config reads)
 MODELS = {

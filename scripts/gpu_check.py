@@ -228,7 +228,6 @@ class Check:
 
     def ddp(self, deadline: float) -> tuple[str, str]:
         procs = self.args.ddp_procs or (torch.cuda.device_count() if self.device == "cuda" else 1)
-        sys.path.insert(0, str(REPO))         # the repository's packages, as run.py has them
         from data.fixtures import make_cifar
 
         with tempfile.TemporaryDirectory() as tmp:

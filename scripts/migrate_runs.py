@@ -33,12 +33,10 @@ from typing import Any
 
 import yaml
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-from bng.normalize import SETTINGS  # noqa: E402 - mode, blocks, alpha, threshold, norm_dtype
-from experiments.config import UNSTORED_OVERRIDES, stored_overrides  # noqa: E402
-from experiments.io import DamagedFile, read_json, write_json, write_text  # noqa: E402
-from experiments.record import fingerprint  # noqa: E402
+from bng.normalize import SETTINGS  # mode, blocks, alpha, threshold, norm_dtype
+from experiments.config import UNSTORED_OVERRIDES, stored_overrides
+from experiments.io import DamagedFile, read_json, write_json, write_text
+from experiments.record import fingerprint
 
 OLD_BUILD = "bng.build"
 OLD_BUILD_BASE = "torch.optim.Adam"          # bng.build's default base
