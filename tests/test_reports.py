@@ -17,17 +17,10 @@ from reports import cli
 from reports.aggregate import seed_stats
 from reports.expected import UNKNOWN, compose
 from reports.figures import render_figure
+from reports.formatting import PAPER_FILE, best_finished, format_stats, load_paper
 from reports.grids import ARTIFACTS, Cell, find_run, pending_runs
 from reports.runs import load_runs, read_jsonl, split_overrides
-from reports.tables import (
-    PAPER_FILE,
-    best_finished,
-    build_table,
-    columns_for,
-    format_stats,
-    load_paper,
-    render_table,
-)
+from reports.tables import build_table, columns_for, render_table
 from reports.tuning import render_readings, render_tuning
 
 SEEDS = (1, 2, 3)

@@ -11,11 +11,11 @@ from pathlib import Path
 from test_reports import write_run
 
 from reports.aggregate import best_percent
+from reports.formatting import load_paper
 from reports.grids import ARTIFACTS
 from reports.readings import Reading, readings_table
 from reports.runs import load_runs
 from reports.sensitivity import render_lr, render_readings
-from reports.tables import load_paper
 from reports.verdicts import evaluate, load_claims
 
 SEEDS = (1, 2, 3)

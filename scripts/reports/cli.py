@@ -13,6 +13,7 @@ from pathlib import Path
 from . import sensitivity
 from .diagnostics import render_diagnostics
 from .figures import render_figure
+from .formatting import load_paper
 from .grids import (
     ARTIFACTS,
     Artifact,
@@ -24,7 +25,7 @@ from .grids import (
 )
 from .output import write_atomic
 from .runs import load_runs
-from .tables import load_paper, render_table
+from .tables import render_table
 from .targets import render_targets
 from .tuning import render_readings, render_tuning
 from .verdict_files import report_verdicts, verdict_lines

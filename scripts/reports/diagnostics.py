@@ -14,8 +14,8 @@ import numpy as np  # noqa: E402
 from matplotlib.cm import ScalarMappable  # noqa: E402
 from matplotlib.colors import Normalize  # noqa: E402
 
-from .figures import finish  # noqa: E402
 from .grids import Artifact, Cell, find_run, label  # noqa: E402
+from .output import finish  # noqa: E402
 from .runs import Run, is_finite_number  # noqa: E402
 
 

@@ -18,19 +18,8 @@ from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from .aggregate import cell_runs, curve_stats  # noqa: E402
 from .grids import MIXED, Artifact, Cell, label  # noqa: E402
-from .output import save_figure  # noqa: E402
+from .output import finish, style  # noqa: E402
 from .runs import Run  # noqa: E402
-
-COLORS = {"adam": "C0", "adamng": "C1", "adamclip": "C2", "adamng_adap": "C3",
-          "sgdm": "C4", "sgdmng": "C5", "sgdmclip": "C6", "sgdmng_adap": "C7",
-          "adagrad": "C8", "adagradng": "C9", "adagradbng": "k"}
-
-
-def style(optim: str) -> dict:
-    """Same colour per optimizer everywhere; normalized variants solid, baselines dashed."""
-    dashes = "-" if optim.endswith(("ng", "ng_adap")) else "--"
-    dashes = ":" if optim.endswith("clip") else dashes
-    return {"color": COLORS.get(optim, "0.3"), "linestyle": dashes}
 
 
 def error_percent(series):
@@ -78,19 +67,6 @@ def note_missing(ax, missing: list[str], total: int) -> None:
     elif missing:
         ax.text(0.01, 0.01, "missing: " + ", ".join(missing), transform=ax.transAxes,
                 fontsize=6, color="0.4", va="bottom")
-
-
-def finish(fig, artifact: Artifact, out_dir: Path, name: str | None = None,
-           layout: bool = True) -> list[Path]:
-    """Title (with the quick-scale warning), layout, PNG + PDF, close."""
-    title = artifact.title + ("  [QUICK SCALE: not comparable to the paper]"
-                              if artifact.scale == "quick" else "")
-    fig.suptitle(title, fontsize=11)
-    if layout:  # room for a figure legend below and the title above
-        fig.tight_layout(rect=(0, 0.04, 1, 0.97))
-    paths = save_figure(fig, Path(out_dir) / "figures" / (name or artifact.name))
-    plt.close(fig)
-    return paths
 
 
 def panel(ax, artifact, runs, cells: list[Cell], series_list: list[Series], log: bool) -> None:

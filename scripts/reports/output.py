@@ -1,43 +1,61 @@
-"""Atomic writes: every report file goes to a temporary name in its folder, then is renamed, so
-a reader (or a crash) never sees half a table or half an image."""
+"""Figures as files, and their shared look: each format rendered in memory, then written
+atomically by the one writer (.writer), so a reader (or a crash) never sees half an image; one
+colour and line style per optimizer in every figure."""
 
 from __future__ import annotations
 
-import os
-import tempfile
+import io
 from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+from .grids import Artifact  # noqa: E402
+from .writer import write_atomic as _write_atomic  # noqa: E402
+
+COLORS = {"adam": "C0", "adamng": "C1", "adamclip": "C2", "adamng_adap": "C3",
+          "sgdm": "C4", "sgdmng": "C5", "sgdmclip": "C6", "sgdmng_adap": "C7",
+          "adagrad": "C8", "adagradng": "C9", "adagradbng": "k"}
 
 
 def write_atomic(path: Path, data: str | bytes) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "wb") as file:
-            file.write(data.encode() if isinstance(data, str) else data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    """`writer.write_atomic`, returning `path` (what the verdict files' writers expect)."""
+    _write_atomic(Path(path), data)
+    return Path(path)
+
+
+def style(optim: str) -> dict:
+    """Same colour per optimizer everywhere; normalized variants solid, baselines dashed."""
+    dashes = "-" if optim.endswith(("ng", "ng_adap")) else "--"
+    dashes = ":" if optim.endswith("clip") else dashes
+    return {"color": COLORS.get(optim, "0.3"), "linestyle": dashes}
 
 
 def save_figure(figure, stem: Path) -> list[Path]:
     """`stem`.png and `stem`.pdf, each written atomically; returns both paths."""
     stem = Path(stem)
-    stem.parent.mkdir(parents=True, exist_ok=True)
     written = []
     for fmt in ("png", "pdf"):
         path = stem.with_suffix(f".{fmt}")
-        handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        os.close(handle)
-        try:
-            # layout done by the caller; no creation date, so a re-render is byte-identical
-            metadata = {"CreationDate": None} if fmt == "pdf" else None
-            figure.savefig(tmp, format=fmt, dpi=130, metadata=metadata)
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        buffer = io.BytesIO()
+        # layout done by the caller; no creation date, so a re-render is byte-identical
+        metadata = {"CreationDate": None} if fmt == "pdf" else None
+        figure.savefig(buffer, format=fmt, dpi=130, metadata=metadata)
+        _write_atomic(path, buffer.getvalue())
         written.append(path)
     return written
+
+
+def finish(fig, artifact: Artifact, out_dir: Path, name: str | None = None,
+           layout: bool = True) -> list[Path]:
+    """Title (with the quick-scale warning), layout, PNG + PDF, close."""
+    title = artifact.title + ("  [QUICK SCALE: not comparable to the paper]"
+                              if artifact.scale == "quick" else "")
+    fig.suptitle(title, fontsize=11)
+    if layout:  # room for a figure legend below and the title above
+        fig.tight_layout(rect=(0, 0.04, 1, 0.97))
+    paths = save_figure(fig, Path(out_dir) / "figures" / (name or artifact.name))
+    plt.close(fig)
+    return paths

@@ -14,11 +14,11 @@ from dataclasses import dataclass
 import numpy as np
 
 from .aggregate import Metric, cell_stats
+from .formatting import format_stats
 from .grids import Cell, Grid, label
 from .pairs import pair_seeds
 from .runs import Run, is_finite_number
 from .stats import paired_effect
-from .tables import format_stats
 
 MIN_PAIRS = 2  # a paired interval needs two seeds
 

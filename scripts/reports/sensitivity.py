@@ -23,13 +23,11 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from .aggregate import SeedStats, best_percent, cell_stats  # noqa: E402
-from .figures import style  # noqa: E402
+from .formatting import format_stats, write_rows  # noqa: E402
 from .grids import Artifact, Cell, Grid, find_run, label  # noqa: E402
-from .output import save_figure  # noqa: E402
+from .output import save_figure, style  # noqa: E402
 from .readings import Reading, readings_table  # noqa: E402
 from .runs import Run, is_finite_number  # noqa: E402
-from .tables import format_stats  # noqa: E402
-from .tuning import write_rows  # noqa: E402
 
 METRIC = best_percent("test_acc")
 FAMILIES = (("sgdm", "sgdmng"), ("adam", "adamng"), ("adagrad", "adagradng"))

@@ -12,12 +12,8 @@ Adam the lowest top-1 error, and say which."""
 from __future__ import annotations
 
 import math
-import sys
 from dataclasses import dataclass
 from pathlib import Path
-
-import pandas as pd
-import yaml
 
 from .aggregate import (
     Metric,
@@ -28,11 +24,19 @@ from .aggregate import (
     final_value,
     seed_stats,
 )
-from .grids import KEY_LABELS, MIXED, Artifact, label
-from .output import write_atomic
+from .formatting import (  # PAPER_FILE: where tests/test_layout.py looks for it
+    MIXED_NOTE,
+    PAPER_FILE,  # noqa: F401
+    best_finished,
+    format_paper,
+    format_stats,
+    key_label,
+    load_paper,
+    stats_note,
+)
+from .grids import Artifact, label
 from .runs import Run
-
-PAPER_FILE = Path(__file__).resolve().parent / "paper_results.yaml"
+from .writer import write_table
 
 
 @dataclass(frozen=True)
@@ -51,17 +55,6 @@ class Entry:
     paper: tuple[float, float | None] | None
     bold: bool = False
     reference: bool = False   # a row the paper prints and the suite does not train
-
-
-def load_paper(path: Path = PAPER_FILE) -> dict:
-    """The paper's numbers; a missing or unreadable file gives a warning and no paper columns."""
-    try:
-        return yaml.safe_load(Path(path).read_text()) or {}
-    except (OSError, yaml.YAMLError) as error:
-        first_line = str(error).splitlines()[0] if str(error) else type(error).__name__
-        print(f"warning: paper numbers not shown: cannot read {path}: {first_line}. "
-              f"Fix the file or pass --paper PATH.", file=sys.stderr)
-        return {}
 
 
 def paper_value(paper: dict, table: str, row: str, column: str):
@@ -105,18 +98,6 @@ def picked_variant(artifact: Artifact, runs: list[Run], column: Column):
     stats = {v: cell_stats(runs, chosen.cell(chosen.datasets[0], column.model, chooser, v),
                            chosen.seeds, column.metric) for v in chosen.variants}
     return best_finished(stats, column.lower_is_better), stats
-
-
-def best_finished(stats: dict, lower_is_better: bool = True):
-    """The key of `stats` whose cell has the best mean among the finished ones (a seed completed,
-    none diverged); ties go to the first key. None before any has finished."""
-    finished = [(s.mean if lower_is_better else -s.mean, i, key)
-                for i, (key, s) in enumerate(stats.items()) if s.n and not s.n_diverged]
-    return min(finished)[2] if finished else None
-
-
-def key_label(key: str) -> str:
-    return KEY_LABELS.get(key.rsplit(".", 1)[-1], key)
 
 
 def reference_rows(paper: dict, table: str) -> dict[str, dict]:
@@ -187,46 +168,6 @@ def pick_note(artifact: Artifact, runs: list[Run], kind: str) -> str:
             + "; ".join(parts) + ".")
 
 
-def format_stats(stats: SeedStats, decimals: int = 2) -> str:
-    """The cell's text; MIXED appended when a counted seed was trained by more than one commit."""
-    text = _format_stats(stats, decimals)
-    return f"{text} {MIXED}" if stats.n_mixed else text
-
-
-MIXED_NOTE = (f"{MIXED}: a seed of the cell was trained by more than one commit (resumed under "
-              "other code; config.yaml meta.commits); the report lists which.")
-
-
-def _format_stats(stats: SeedStats, decimals: int) -> str:
-    if stats.missing:
-        return "—"
-    expected = stats.n_expected
-    if stats.all_diverged:
-        return "div." if stats.n_diverged == expected else f"div. ({stats.n_diverged}/{expected})"
-    text = f"{stats.mean:.{decimals}f}"
-    if not math.isnan(stats.std):
-        text += f" ± {stats.std:.{decimals}f}"
-    notes = []
-    if stats.n_diverged:
-        notes.append(f"div. {stats.n_diverged}/{expected}")
-    if stats.n + stats.n_diverged < expected:
-        notes.append(f"n={stats.n}/{expected}")
-    return text + (f" ({', '.join(notes)})" if notes else "")
-
-
-def printed(number: float) -> str:
-    """A paper number as printed: at least 2 decimals, more where the paper gives more (7.794)."""
-    decimals = len(repr(float(number)).partition(".")[2].rstrip("0"))
-    return f"{number:.{max(2, min(decimals, 4))}f}"
-
-
-def format_paper(value) -> str:
-    if value is None:
-        return "n/a"
-    mean, std = value
-    return printed(mean) if std is None else f"{printed(mean)} ± {printed(std)}"
-
-
 def format_ours(entry: Entry, decimals: int) -> str:
     if entry.reference:
         return ""
@@ -238,24 +179,6 @@ def format_diff(entry: Entry) -> str:
     if entry.paper is None or not entry.stats.n:
         return ""
     return f"{entry.stats.mean - entry.paper[0]:+.2f}"
-
-
-def _has_paper(artifact: Artifact, paper: dict) -> bool:
-    return artifact.name in paper
-
-
-def _note(artifact: Artifact, with_paper: bool, extra: tuple[str, ...] = ()) -> str:
-    seeds = ",".join(map(str, artifact.seeds))
-    scale = ("QUICK SCALE (fewer epochs, subsets, one seed): NOT comparable to the paper. "
-             if artifact.scale == "quick" else "")
-    paper = (" Paper: the paper (arXiv 1707.04822), as printed, via "
-             "scripts/reports/paper_results.yaml (n/a: the paper prints no such number); "
-             "Δ = ours − paper."
-             if with_paper else "")
-    return " ".join((f"{scale}Mean ± sample std (ddof=1) over seeds {seeds}; bold: best of the "
-                     "column among cells with no diverged seed; — no finished run; div. diverged "
-                     "(div. k/N: k of N seeds diverged, the number is over the rest); n=k/N: "
-                     f"only k seeds finished.{paper}", *extra))
 
 
 @dataclass
@@ -271,16 +194,15 @@ class Table:
 
     @property
     def note(self) -> str:
-        return _note(self.artifact, self.with_paper, self.notes)
+        return stats_note(self.artifact, self.with_paper, self.notes)
 
 
-def to_markdown(table: Table) -> str:
+def markdown_rows(table: Table) -> tuple[list[str], list[list[str]]]:
+    """(header, rows) of the Markdown and LaTeX table: per column ours, then paper and Δ."""
     header = ["Optimizer"]
     for column in table.columns:
         header += [column.label] + (["paper", "Δ"] if table.with_paper else [])
-    lines = [f"### {table.artifact.title}", "", table.note, "",
-             "| " + " | ".join(header) + " |",
-             "|" + "|".join([":---"] + ["---:"] * (len(header) - 1)) + "|"]
+    rows = []
     for optim, row in table.grid.items():
         cells = [table.labels[optim]]
         for column in table.columns:
@@ -288,70 +210,48 @@ def to_markdown(table: Table) -> str:
             cells.append(format_ours(entry, column.decimals))
             if table.with_paper:
                 cells += [format_paper(entry.paper), format_diff(entry)]
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"
+        rows.append(cells)
+    return header, rows
 
 
-def _tex(text: str) -> str:
-    return (text.replace("_", r"\_").replace("%", r"\%").replace("±", r"$\pm$")
-            .replace("—", "---").replace("Δ", r"$\Delta$").replace("τ", r"$\tau$")
-            .replace("α", r"$\alpha$").replace("γ", r"$\gamma$"))
+def tex_layout(table: Table) -> dict:
+    """The LaTeX header: with the paper, each column a group of ours, paper and Δ."""
+    width = 3 if table.with_paper else 1
+    layout: dict = {"groups": [(column.label, width) for column in table.columns]}
+    if table.with_paper:
+        layout["tex_header"] = ["Optimizer"] + ["ours", "paper", "Δ"] * len(table.columns)
+    return layout
 
 
-def to_latex(table: Table) -> str:
-    columns, with_paper = table.columns, table.with_paper
-    width = 3 if with_paper else 1
-    spec = "l" + " ".join(["r" * width] * len(columns))
-    lines = [f"% {table.artifact.title}. Generated by scripts/report.py from run outputs.",
-             f"% {table.note}", r"% Needs \usepackage{booktabs}.",
-             rf"\begin{{tabular}}{{{spec}}}", r"\toprule"]
-    if with_paper:
-        groups = [rf"\multicolumn{{3}}{{c}}{{{_tex(c.label)}}}" for c in columns]
-        rules = [rf"\cmidrule(lr){{{2 + 3 * i}-{4 + 3 * i}}}" for i in range(len(columns))]
-        lines += [" & " + " & ".join(groups) + r" \\", " ".join(rules),
-                  "Optimizer & " + " & ".join([r"ours & paper & $\Delta$"] * len(columns)) + r" \\"]
-    else:
-        lines.append("Optimizer & " + " & ".join(_tex(c.label) for c in columns) + r" \\")
-    lines.append(r"\midrule")
-    for optim, row in table.grid.items():
-        cells = [_tex(table.labels[optim])]
-        for column in columns:
-            entry = row[column.key]
-            text = _tex(format_ours(entry, column.decimals).strip("*"))
-            cells.append(rf"\textbf{{{text}}}" if entry.bold else text)
-            if with_paper:
-                cells += [_tex(format_paper(entry.paper)), _tex(format_diff(entry))]
-        lines.append(" & ".join(cells) + r" \\")
-    lines += [r"\bottomrule", r"\end{tabular}"]
-    return "\n".join(lines) + "\n"
+CSV_COLUMNS = ["table", "scale", "dataset", "optimizer", "column", "mean", "std", "n",
+               "n_diverged", "n_expected", "text", "bold", "reference", "paper_mean",
+               "paper_std", "diff"]
 
 
-def to_frame(table: Table) -> pd.DataFrame:
+def csv_rows(table: Table) -> list[list]:
+    """One row per (optimizer, column), with the numbers behind each cell's text."""
     rows = []
     for optim, row in table.grid.items():
         for column in table.columns:
             entry, stats = row[column.key], row[column.key].stats
-            rows.append({
-                "table": table.artifact.name, "scale": table.artifact.scale,
-                "dataset": table.artifact.datasets[0], "optimizer": table.labels[optim],
-                "column": column.key, "mean": stats.mean,
-                "std": stats.std, "n": stats.n, "n_diverged": stats.n_diverged,
-                "n_expected": stats.n_expected,
-                "text": format_ours(entry, column.decimals).strip("*"), "bold": entry.bold,
-                "reference": entry.reference,
-                "paper_mean": entry.paper[0] if entry.paper else math.nan,
-                "paper_std": entry.paper[1] if entry.paper and entry.paper[1] is not None
-                else math.nan,
-                "diff": float(format_diff(entry)) if format_diff(entry) else math.nan})
-    return pd.DataFrame(rows)
+            paper = entry.paper
+            rows.append([
+                table.artifact.name, table.artifact.scale, table.artifact.datasets[0],
+                table.labels[optim], column.key, stats.mean, stats.std, stats.n,
+                stats.n_diverged, stats.n_expected, format_ours(entry, column.decimals),
+                entry.bold, entry.reference, paper[0] if paper else math.nan,
+                paper[1] if paper and paper[1] is not None else math.nan,
+                float(format_diff(entry)) if format_diff(entry) else math.nan])
+    return rows
 
 
-def write_table(table: Table, out_dir: Path) -> list[Path]:
+def write(table: Table, out_dir: Path) -> list[Path]:
     """Write `<out_dir>/tables/<name>.{md,tex,csv}`; returns the paths."""
     stem = Path(out_dir) / "tables" / table.artifact.name
-    return [write_atomic(stem.with_suffix(".md"), to_markdown(table)),
-            write_atomic(stem.with_suffix(".tex"), to_latex(table)),
-            write_atomic(stem.with_suffix(".csv"), to_frame(table).to_csv(index=False))]
+    header, rows = markdown_rows(table)
+    return (write_table(stem, header, rows, table.note, ("md", "tex"),
+                        title=table.artifact.title, **tex_layout(table))
+            + write_table(stem, CSV_COLUMNS, csv_rows(table), formats=("csv",)))
 
 
 def render_table(artifact: Artifact, runs: list[Run], out_dir: Path,
@@ -374,5 +274,4 @@ def render_table(artifact: Artifact, runs: list[Run], out_dir: Path,
         variant, _ = picked_variant(artifact, runs, columns[0])
         for optim in artifact.grid_of(chooser).optims if variant else ():
             labels[optim] += f" ({key_label(key)} {dict(variant)[key]})"
-    return write_table(Table(artifact, columns, grid, _has_paper(artifact, paper), labels, notes),
-                       out_dir)
+    return write(Table(artifact, columns, grid, artifact.name in paper, labels, notes), out_dir)

@@ -26,8 +26,8 @@ from pathlib import Path
 
 from .aggregate import SeedStats, seed_stats
 from .grids import Artifact, Cell, find_run, label
-from .output import write_atomic
 from .runs import Run, is_finite_number
+from .writer import markdown_table, write_atomic, write_table
 
 BASES = ("sgdm", "adam", "adagrad")
 
@@ -210,8 +210,11 @@ COLUMNS = ("dataset", "model", "variant", "target", "optimizer", "epochs", "seco
 
 
 def _markdown_table(columns: tuple[str, ...], rows: list[dict]) -> list[str]:
-    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
-    return lines + ["| " + " | ".join(str(row[c]) for c in columns) + " |" for row in rows]
+    return markdown_table(columns, _cells(columns, rows), aligned=False)
+
+
+def _cells(columns: tuple[str, ...], rows: list[dict]) -> list[list[str]]:
+    return [[str(row[column]) for column in columns] for row in rows]
 
 
 def to_markdown(artifact: Artifact, rows: list[dict], ends: list[dict]) -> str:
@@ -231,18 +234,11 @@ def to_markdown(artifact: Artifact, rows: list[dict], ends: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def to_csv(rows: list[dict]) -> str:
-    def quote(text: str) -> str:
-        return f'"{text}"' if any(c in text for c in ',"') else text
-    lines = [",".join(COLUMNS)]
-    lines += [",".join(quote(str(row[c]).replace('"', "'")) for c in COLUMNS) for row in rows]
-    return "\n".join(lines) + "\n"
-
-
 def render_targets(artifact: Artifact, runs: list[Run], out_dir: Path) -> list[Path]:
     """`<out>/tables/<artifact>_targets.md` (endpoints and time to target) and `.csv` (time to
     target), beside the artifact's own outputs."""
     rows, ends = build_rows(artifact, runs), endpoint_rows(artifact, runs)
     stem = Path(out_dir) / "tables" / f"{artifact.name}_targets"
-    return [write_atomic(stem.with_suffix(".md"), to_markdown(artifact, rows, ends)),
-            write_atomic(stem.with_suffix(".csv"), to_csv(rows))]
+    write_atomic(stem.with_name(f"{stem.name}.md"), to_markdown(artifact, rows, ends))
+    return [stem.with_name(f"{stem.name}.md"),
+            *write_table(stem, COLUMNS, _cells(COLUMNS, rows), formats=("csv",))]
