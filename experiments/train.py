@@ -8,7 +8,6 @@ experiments/signals.py, checkpoints in experiments/checkpoint.py.
 
 from __future__ import annotations
 
-import errno
 import math
 import time
 from dataclasses import dataclass
@@ -22,6 +21,8 @@ from . import distributed
 from .checkpoint import Progress, load_checkpoint, save_checkpoint
 from .config import check_config, command_line, provenance, resolve_device
 from .errors import ConfigError, Diverged, IdentityMismatch, ResumeError, RunBusy, describe
+from .folder import RunFolder
+from .guard import record_code_version, take_lock
 from .io import (
     RunLock,
     read_json,
@@ -47,18 +48,13 @@ from .record import (
     StoredRun,
     best_metrics,
     config_identity,
-    continue_commits,
     data_identity,
     decide,
-    prior_commits,
 )
 from .schedule import build_schedule
 from .signals import StopRequest
 
 __all__ = ["ResumeError", "StopRequest", "run"]
-
-# A folder the process may read but not write: a completed run there is still skipped.
-READ_ONLY = (errno.EACCES, errno.EPERM, errno.EROFS)
 
 
 @dataclass(frozen=True)
@@ -66,8 +62,7 @@ class RunContext:
     """What stays fixed for one run."""
 
     cfg: DictConfig
-    run_dir: Path
-    stored_dir: str          # run_dir as the run files keep it: relative to out_dir
+    folder: RunFolder
     command: str             # the command as typed, for the terminal
     stored_command: str      # the command the run files keep (no machine paths: data_root)
     dist: distributed.Dist
@@ -78,6 +73,10 @@ class RunContext:
         return self.dist.is_main
 
     @property
+    def run_dir(self) -> Path:
+        return self.folder.path
+
+    @property
     def checkpoint(self) -> Path:
         return self.run_dir / "checkpoint.pt"
 
@@ -85,86 +84,75 @@ class RunContext:
 def run(cfg: DictConfig, run_dir: Path, overrides: list[str]) -> dict:
     """Train the run that `cfg` describes in `run_dir`; returns its summary. `overrides` are the
     command line's (the stored command). Decide, then train, then finish, in this order."""
-    lock, dist = RunLock(run_dir), distributed.Dist()
+    folder = RunFolder.locate(run_dir, cfg)
+    lock, dist = RunLock(folder.path), distributed.Dist()
     ours = False                                      # the folder holds this config's run
-    stored_dir = _relative(run_dir, Path(str(cfg.out_dir)))
     stored_command = command_line(overrides, stored=True)
     try:
         # Decide: is the config sound, the folder free, and whose run does it hold?
         check_config(cfg)
         dist, device = distributed.setup(resolve_device(cfg.device))
-        ctx = RunContext(cfg, run_dir, stored_dir, command_line(overrides), stored_command,
-                         dist, device)
-        read_only = _lock(lock, ctx)
+        ctx = RunContext(cfg, folder, command_line(overrides), stored_command, dist, device)
+        read_only = take_lock(lock, folder.path, dist, device)
         data = _load_data(cfg, device, dist)
         identity = Identity(config_identity(OmegaConf.to_container(cfg, resolve=True)),
                             data_identity(data, dist.world_size))
-        stored = StoredRun.read(run_dir)
+        stored = StoredRun.read(folder.path)
         distributed.barrier(dist)                     # every rank has read before rank 0 writes
         action, done = decide(stored, identity, cfg.epochs, ctx.stored_command, cfg.retrain)
+        action, done, why = _trust_history(stored, action, done)
         ours = True
         if ctx.main and read_only is None:
-            remove_orphans(run_dir)          # a killed write's leftovers, in a skipped folder too
+            remove_orphans(folder.path)      # a killed write's leftovers, in a skipped folder too
         if done is not None:
             return _skip(ctx, action, done, read_only)
         if read_only is not None:                     # this run needs writing, and cannot be
             raise read_only
-        if action == "retrain" and ctx.main:
+        if ctx.main and action == "retrain":
             stored.discard()
-            print(f"[retrain] deleted the earlier run in {run_dir}")
+        if ctx.main and (why or action == "retrain"):
+            print(f"[{action}] {why or 'deleted the earlier run'}: {folder.path}")
         distributed.barrier(dist)
         progress, clock, status, message = _train(ctx, data, identity, stored)
         summary = _summary(ctx, identity, progress, clock, status, message)
         if not ctx.main:
             return summary
-        return _finish(run_dir, summary, keep_checkpoint=bool(cfg.keep_checkpoint))
+        return _finish(folder, summary, keep_checkpoint=bool(cfg.keep_checkpoint))
     except Exception as err:
         # A failure is recorded in this config's run, or in a folder with nothing to lose;
         # never in another config's run, nor in one that another process holds.
         if dist.is_main and not isinstance(err, (IdentityMismatch, RunBusy)):
-            failed = _failed_summary(run_dir, stored_dir, lock, describe(err), stored_command,
-                                     ours)
+            failed = _failed_summary(folder, lock, describe(err), stored_command, ours)
             if failed is not None:
-                _finish(run_dir, failed)
+                _finish(folder, failed)
         raise
     finally:
         lock.release()
         distributed.teardown(dist)
 
 
-def _relative(run_dir: Path, out_dir: Path) -> str:
-    """`run_dir` relative to out_dir (runs/<dataset>/.../seed<k>), so a results folder can be
-    copied or moved; as given when it lies elsewhere."""
-    try:
-        return str(run_dir.resolve().relative_to(out_dir.resolve()))
-    except ValueError:
-        return str(run_dir)
-
-
-def _lock(lock: RunLock, ctx: RunContext) -> OSError | None:
-    """Take the run's lock on rank 0 (RunBusy when another process holds it). A folder that
-    cannot be written returns its error instead: only a finished run may then be skipped."""
-    read_only = None
-    try:
-        busy = ctx.main and not lock.acquire()
-    except OSError as err:
-        if err.errno not in READ_ONLY:
-            raise
-        busy, read_only = False, err
-    if distributed.any_rank(ctx.dist, busy, ctx.device):
-        raise RunBusy(f"another process is training this run right now: {ctx.run_dir}. "
-                      "Nothing was done; run the command again once it has finished.")
-    if distributed.any_rank(ctx.dist, read_only is not None, ctx.device) and read_only is None:
-        read_only = OSError(errno.EROFS, "rank 0 cannot write the run folder", str(ctx.run_dir))
-    return read_only
+def _trust_history(stored: StoredRun, action: str,
+                   done: dict | None) -> tuple[str, dict | None, str]:
+    """A finished summary is skipped only when metrics.jsonl holds every epoch it claims. One
+    cut short (a truncated copy, a restored backup) is rebuilt from checkpoint.pt when one is
+    left, else trained again; the third value says which, for the one line that tells."""
+    if action != "skip" or done is None:
+        return action, done, ""
+    claimed, kept = done.get("epochs_done"), len(stored.history)
+    if not isinstance(claimed, int) or kept >= claimed:
+        return action, done, ""
+    cut = f"metrics.jsonl holds {kept} of the {claimed} epochs summary.json claims"
+    if stored.has_checkpoint:
+        return "resume", None, f"{cut}; going on from checkpoint.pt, which holds them"
+    return "retrain", None, f"{cut} and no checkpoint.pt holds them; training it from epoch 1"
 
 
 def _skip(ctx: RunContext, action: str, done: dict, read_only: OSError | None) -> dict:
     """A finished run: say so, and write a rebuilt summary when the folder can be written (a
     read-only folder is only read)."""
+    done = {**done, "run_dir": ctx.folder.name}
     if ctx.main and read_only is None and action == "rebuild":
-        done = {**done, "run_dir": ctx.stored_dir}
-        write_json(ctx.run_dir / "summary.json", done)
+        done = _write_summary(ctx.folder, done)
     if ctx.main:
         note = " (summary.json rebuilt from metrics.jsonl)" if action == "rebuild" else ""
         print(f"[skip] {done['status']} earlier{note}: {ctx.run_dir}  "
@@ -207,23 +195,23 @@ def _build_task(cfg: DictConfig, data, device: torch.device, dist: distributed.D
                 top5=bool(cfg.dataset.get("top5", False)), extra_step=extra_step)
 
 
-def _failed_summary(run_dir: Path, stored_dir: str, lock: RunLock, message: str, command: str,
+def _failed_summary(folder: RunFolder, lock: RunLock, message: str, command: str,
                     ours: bool) -> dict | None:
     """The summary that marks the run failed, with the reason; None where it must not be
     written: another process holds the run, it finished, it may be another config's run (`ours`
     is False and the folder holds results), or the folder cannot be written or read."""
     try:
-        if not lock.acquire() or not (ours or not StoredRun.read(run_dir).holds_results):
+        if not lock.acquire() or not (ours or not StoredRun.read(folder.path).holds_results):
             return None
-        previous = read_json(run_dir / "summary.json") or {}
+        previous = read_json(folder.path / "summary.json") or {}
     except OSError:
         return None
     except ValueError:                                   # damaged: left for the next start
         return None
     if previous.get("status") in FINISHED:
         return None
-    return {**previous, "status": "failed", "message": message, "command": command,
-            "run_dir": stored_dir}
+    return {**previous, "status": "failed", "message": folder.portable(message),
+            "command": command}
 
 
 def _start(ctx: RunContext, data, stored: StoredRun) -> tuple[Task, object, Progress]:
@@ -246,28 +234,6 @@ def _start(ctx: RunContext, data, stored: StoredRun) -> tuple[Task, object, Prog
     return _start(ctx, data, StoredRun(ctx.run_dir))
 
 
-def _code_version(ctx: RunContext, progress: Progress, stored: StoredRun, commit: str) -> None:
-    """Record the commit that trains from here on; say so (or refuse, when the config asks)
-    when it is not the one that trained the run so far."""
-    progress.commits = prior_commits(stored, progress.commits, progress.epoch,
-                                     progress.state.batch)
-    previous = continue_commits(progress.commits, commit, progress.epoch)
-    if previous is None:
-        return
-    first, last = previous["epochs"]
-    trained = f"epoch {first} was" if first == last else f"epochs {first}-{last} were"
-    if ctx.cfg.get("resume_across_commits", "allow") == "refuse":
-        raise ResumeError(
-            f"{ctx.run_dir}: {trained} trained by commit {previous['commit']}; this code is "
-            f"commit {commit}, and resume_across_commits=refuse. Check out {previous['commit']} "
-            "to resume, or add resume_across_commits=allow to go on with this code (each "
-            "commit's epochs are then recorded).")
-    if ctx.main:
-        print(f"[resume] {trained} trained by commit {previous['commit']}; this code is "
-              f"commit {commit}. Both are recorded with their epochs (summary.json `commits`).",
-              flush=True)
-
-
 def _train(ctx: RunContext, data, identity: Identity,
            stored: StoredRun) -> tuple[Progress, _Clock, str, str]:
     """Build, resume and train the run: (its progress, its clock, status, message), where the
@@ -275,7 +241,8 @@ def _train(ctx: RunContext, data, identity: Identity,
     cfg, main = ctx.cfg, ctx.main
     task, scheduler, progress = _start(ctx, data, stored)
     meta_provenance = provenance(ctx.device)
-    _code_version(ctx, progress, stored, meta_provenance["git_commit"])
+    record_code_version(progress, stored, meta_provenance["git_commit"], run_dir=ctx.run_dir,
+                        policy=ctx.cfg.get("resume_across_commits", "allow"), main=main)
     if main and progress.started:
         print(f"[resume] epoch {progress.epoch}, batch {progress.state.batch}: {ctx.run_dir}")
     clock = _Clock(progress.wall)
@@ -286,10 +253,11 @@ def _train(ctx: RunContext, data, identity: Identity,
                 "command": ctx.stored_command, "identity": identity.stored(),
                 **meta_provenance, "commits": progress.commits}
         config = {**OmegaConf.to_container(cfg, resolve=True), "meta": meta}
-        config.pop("data_root", None)     # where the data sat is the machine's, not the run's
+        for machine_path in ("data_root", "out_dir"):   # this machine's, not the run's
+            config.pop(machine_path, None)
         write_text(ctx.run_dir / "config.yaml", OmegaConf.to_yaml(config))
         write_jsonl(ctx.run_dir / "metrics.jsonl", progress.history)
-        _write_summary(ctx, identity, progress, clock, "running")
+        _record_progress(ctx, identity, progress, clock, "running")
         logger = instantiate(cfg.logger)
         # dataset/model/optim/extra/seed<k>: the same name on resume, so the logger continues it
         logger.start(ctx.run_dir, config, "/".join(ctx.run_dir.parts[-5:]))
@@ -324,17 +292,25 @@ def _summary(ctx: RunContext, identity: Identity, progress: Progress, clock: _Cl
     return {"status": status, "epochs_done": len(history), "epochs": ctx.cfg.epochs,
             "final": history[-1] if history else {}, "best": best_metrics(history),
             "wall_seconds": clock(), "command": ctx.stored_command,
-            "run_dir": ctx.stored_dir, "identity": identity.stored(),
+            "run_dir": ctx.folder.name, "identity": identity.stored(),
             "commits": progress.commits, "message": message}
 
 
-def _write_summary(ctx: RunContext, identity: Identity, progress: Progress, clock: _Clock,
-                   status: str, message: str = "") -> None:
-    """summary.json as the run stands while it trains: `running` or `interrupted`. Its final
-    status is written by _finish alone."""
+def _record_progress(ctx: RunContext, identity: Identity, progress: Progress, clock: _Clock,
+                     status: str, message: str = "") -> None:
+    """summary.json as the run stands while it trains: `running` or `interrupted`."""
     if ctx.main:
-        write_json(ctx.run_dir / "summary.json",
-                   _summary(ctx, identity, progress, clock, status, message))
+        _write_summary(ctx.folder, _summary(ctx, identity, progress, clock, status, message))
+
+
+def _write_summary(folder: RunFolder, summary: dict) -> dict:
+    """The one writer of summary.json (rank 0): every status, the skip's rebuilt summary
+    included, always with `run_dir` relative to out_dir. A final status falls back to rewriting
+    the file in place when no temporary file fits (a full disk): a failure must still say so."""
+    summary = {**summary, "run_dir": folder.name}
+    final = summary["status"] in (*FINISHED, "failed")
+    (write_status if final else write_json)(folder.path / "summary.json", summary)
+    return summary
 
 
 def _epochs(ctx: RunContext, task: Task, scheduler, progress: Progress, identity: Identity,
@@ -354,10 +330,10 @@ def _epochs(ctx: RunContext, task: Task, scheduler, progress: Progress, identity
                 if main:
                     print(f"[interrupted] checkpoint at epoch {epoch}, batch {state.batch}; "
                           f"run the same command to resume: {ctx.command}", flush=True)
-                _write_summary(ctx, identity, progress, clock, "interrupted",
+                _record_progress(ctx, identity, progress, clock, "interrupted",
                                f"stopped by {stop.names()}")
                 stop.hand_over()            # ends the process, unless its handler declines
-                _write_summary(ctx, identity, progress, clock, "running")
+                _record_progress(ctx, identity, progress, clock, "running")
                 continue
             row = {"epoch": epoch, **epoch_metrics(task, state)}
             if not math.isfinite(row["train_loss"]):
@@ -384,18 +360,18 @@ def _epochs(ctx: RunContext, task: Task, scheduler, progress: Progress, identity
             if main:                                # the epoch is on disk before it is shown
                 write_jsonl(ctx.run_dir / "metrics.jsonl", progress.history)
                 logger.log_epoch(row)
-                _write_summary(ctx, identity, progress, clock, "running")
+                _record_progress(ctx, identity, progress, clock, "running")
                 print(epoch_line(row, cfg.epochs), flush=True)
 
 
-def _finish(run_dir: Path, summary: dict, keep_checkpoint: bool = True) -> dict:
-    """The one place a run's final status is written (rank 0): "completed" or "diverged" when
-    training ends, "failed" when an error ends it. The summary is written before the checkpoint
-    goes: a crash in between leaves a completed summary, never a history with neither. A failure
-    that cannot be written is not raised over the error that caused it: its line says it."""
-    status, checkpoint = summary["status"], run_dir / "checkpoint.pt"
+def _finish(folder: RunFolder, summary: dict, keep_checkpoint: bool = True) -> dict:
+    """A run's final status, "completed" or "diverged" when training ends, "failed" when an
+    error ends it, written (rank 0) before the checkpoint goes: a crash in between leaves a
+    completed summary, never a history with neither. A failure that cannot be written is not
+    raised over the error that caused it: its line says it."""
+    status, checkpoint = summary["status"], folder.path / "checkpoint.pt"
     try:
-        write_status(run_dir / "summary.json", summary)
+        summary = _write_summary(folder, summary)
     except OSError:
         if status != "failed":
             raise
@@ -406,5 +382,5 @@ def _finish(run_dir: Path, summary: dict, keep_checkpoint: bool = True) -> dict:
         kept = f"; the last good checkpoint is kept: {checkpoint}" if checkpoint.exists() else ""
         print(f"[diverged] {summary['message']}{kept}")
     if status != "failed":
-        print(f"[{status}] {run_dir}")
+        print(f"[{status}] {folder.path}")
     return summary
