@@ -16,12 +16,13 @@ from __future__ import annotations
 
 import functools
 import itertools
-import os
-import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 
 import yaml
+
+# the suite's one atomic writer; gpu_check.py writes its state through this name
+from reports.writer import write_atomic  # noqa: F401
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
 ARTIFACTS = ("table1", "table2", "table3", "table4", "figure1", "figure2", "figure3")
@@ -302,19 +303,6 @@ def render_markdown(projection: dict) -> list[str]:
 
 
 # -- the Markdown summary of a gpu_check.json state ---------------------------------------------
-def write_atomic(path: Path, text: str) -> None:
-    """Write to a temporary file in the same folder, then rename: never a half-written file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def _num(value: float | None, digits: int = 0) -> str:
     return "" if value is None else f"{value:,.{digits}f}"
 
