@@ -324,8 +324,8 @@ def test_a_user_error_in_a_sweep_cell_fails_that_cell_only(tmp_path):
         "status"] == "completed"                                    # the later cell still ran
     failed = json.loads((runs / "lstm/adamng/epochs=1/seed1/summary.json").read_text())
     assert failed["status"] == "failed" and "Compatible datasets: ptb" in failed["message"]
-    assert "[sweep] 2 cells: 1 completed or diverged, 1 failed" in proc.stdout
-    assert "failed: " in proc.stderr and "lstm" in proc.stderr.split("failed: ")[-1]
+    assert "[sweep 2/2]" in proc.stdout and ": 1 completed, 1 failed\n" in proc.stdout
+    assert "failed (1 cell): " in proc.stderr and "lstm" in proc.stderr.split("failed (1 cell)")[-1]
 
 
 @pytest.mark.slow  # the config check itself is test_config_checks; this is the CLI around it
