@@ -22,52 +22,36 @@ import math
 import os
 import time
 from collections import Counter
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from hydra.utils import get_object, instantiate
-from omegaconf import DictConfig, OmegaConf, open_dict
+from hydra.utils import get_object
+from omegaconf import DictConfig, open_dict
 
 from . import distributed, train
-from .checkpoint import Progress, save_checkpoint
-from .config import check_config, command_line, provenance, resolve_device
-from .errors import ConfigError, Diverged, IdentityMismatch, RunBusy, describe, user_error
-from .io import RunLock, remove_orphans, write_jsonl, write_text
-from .loops import EpochState, Task, epoch_line
-from .record import Identity, StoredRun, config_identity, data_identity, decide
+from .checkpoint import save_checkpoint
+from .config import check_config, provenance, resolve_device
+from .errors import ConfigError, Diverged, describe, user_error
+from .io import RunLock, write_jsonl
+from .loops import EpochState, epoch_line
 from .schedule import build_schedule
 from .signals import StopRequest
 from .stacked_loop import StackedSums, StackedTask, epoch_metrics, evaluate, finite, train_epoch
+from .stacked_member import (
+    KEY,
+    Member,
+    alone,
+    claim,
+    end,
+    fail,
+    member_overrides,
+    running,
+    start,
+    start_files,
+)
 from .stacked_memory import check_fits
 from .stacked_model import StackedNet
 from .stacked_optim import ELEMENTWISE, member_state, stacked_optimizer
-
-KEY = "stack_seeds"
-
-
-@dataclass
-class Member:
-    """One seed of the group: its run as train.run would hold it."""
-
-    seed: int
-    cfg: DictConfig
-    run_dir: Path
-    overrides: list[str]
-    lock: RunLock
-    ctx: train.RunContext | None = None
-    identity: Identity | None = None
-    stored: StoredRun | None = None
-    ours: bool = False                 # the folder holds this config's run
-    summary: dict | None = None        # set once the seed is finished (or skipped)
-    error: Exception | None = None
-    task: Task | None = None
-    scheduler: object = None
-    progress: Progress | None = None
-    generator: torch.Generator | None = None
-    clock: object = None
-    logger: object = None
-    group: list[int] | None = None     # the seeds trained together with it (its provenance)
 
 
 def fallback_reason(cfg: DictConfig) -> str | None:
@@ -84,18 +68,6 @@ def fallback_reason(cfg: DictConfig) -> str | None:
     if target not in ELEMENTWISE:
         return f"{target.__name__} does not step elementwise"
     return None
-
-
-def member_overrides(overrides: list[str], seed: int, first: int) -> list[str]:
-    """A seed's command line: the group's, less `stack_seeds`, with `seed=<seed>` (the first
-    seed keeps the line as typed, so its stored command is its separate run's)."""
-    kept = [o for o in overrides if o.split("=", 1)[0].lstrip("+~") != KEY]
-    if seed == first:
-        return kept
-    named = [o.split("=", 1)[0].lstrip("+~") == "seed" for o in kept]
-    if not any(named):
-        return [*kept, f"seed={seed}"]
-    return [f"seed={seed}" if is_seed else o for o, is_seed in zip(kept, named, strict=True)]
 
 
 def run_group(cfg: DictConfig, run_dir: Path, overrides: list[str]) -> dict:
@@ -117,7 +89,7 @@ def run_group(cfg: DictConfig, run_dir: Path, overrides: list[str]) -> dict:
         if size > 1:
             print(f"[stack] {reason}: its {size} seeds train one after another", flush=True)
         for member in members:
-            _alone(member)
+            alone(member)
     else:
         _stacked(cfg, members)
     failed = [m.error for m in members if m.error is not None]
@@ -126,16 +98,6 @@ def run_group(cfg: DictConfig, run_dir: Path, overrides: list[str]) -> dict:
     if failed:
         raise failed[0]
     return members[0].summary
-
-
-def _alone(member: Member) -> None:
-    """The seed trained as its own run (train.run), in this process."""
-    try:
-        member.summary = train.run(member.cfg, member.run_dir, member.overrides)
-    except Exception as err:
-        if user_error(err) is None:
-            raise
-        member.error = err
 
 
 def _stacked(cfg: DictConfig, members: list[Member]) -> None:
@@ -148,59 +110,17 @@ def _stacked(cfg: DictConfig, members: list[Member]) -> None:
         for member in members:
             with open_dict(member.cfg):
                 member.cfg.dataset.vocab_size = cfg.dataset.vocab_size
-            _claim(member, data, dist, device)
+            claim(member, data, dist, device)
         waiting = [m for m in members if m.summary is None and m.error is None]
         if len(waiting) == 1:
             waiting[0].lock.release()
-            _alone(waiting[0])
+            alone(waiting[0])
         elif waiting:
             _train_group(cfg, waiting, data)
     finally:
         for member in members:
             member.lock.release()
         distributed.teardown(dist)
-
-
-def _claim(member: Member, data, dist: distributed.Dist, device: torch.device) -> None:
-    """train.run's decision for one seed: lock, identity, skip or train (or an error)."""
-    stored_dir = train._relative(member.run_dir, Path(str(member.cfg.out_dir)))
-    member.ctx = train.RunContext(member.cfg, member.run_dir, stored_dir,
-                                  command_line(member.overrides),
-                                  command_line(member.overrides, stored=True), dist, device)
-    try:
-        read_only = train._lock(member.lock, member.ctx)
-        member.identity = Identity(
-            config_identity(OmegaConf.to_container(member.cfg, resolve=True)),
-            data_identity(data, dist.world_size))
-        member.stored = StoredRun.read(member.run_dir)
-        action, done = decide(member.stored, member.identity, member.cfg.epochs,
-                              member.ctx.stored_command, member.cfg.retrain)
-        member.ours = True
-        if read_only is None:
-            remove_orphans(member.run_dir)
-        if done is not None:
-            member.summary = train._skip(member.ctx, action, done, read_only)
-            return
-        if read_only is not None:
-            raise read_only
-        if action == "retrain":
-            member.stored.discard()
-            print(f"[retrain] deleted the earlier run in {member.run_dir}")
-    except Exception as err:
-        _fail(member, err)
-        if user_error(err) is None:
-            raise
-
-
-def _fail(member: Member, err: Exception) -> None:
-    """train.run's failure record for one seed; its error is raised when the group ends."""
-    if not isinstance(err, (IdentityMismatch, RunBusy)):
-        failed = train._failed_summary(member.run_dir, member.ctx.stored_dir, member.lock,
-                                       describe(err), member.ctx.stored_command, member.ours)
-        if failed is not None:
-            train._finish(member.run_dir, failed)
-    member.error = err
-    member.lock.release()
 
 
 def _train_group(cfg: DictConfig, members: list[Member], data) -> None:
@@ -210,12 +130,9 @@ def _train_group(cfg: DictConfig, members: list[Member], data) -> None:
         member_data = copy.copy(data)            # the same tensors, this seed's batch order
         member_data.seed = member.seed
         try:
-            member.task, member.scheduler, member.progress = train._start(
-                member.ctx, member_data, member.stored)
-            member.generator = torch.Generator().set_state(torch.get_rng_state())  # dropout's
-            train._code_version(member.ctx, member.progress, member.stored, commit)
+            start(member, member_data, commit)
         except Exception as err:
-            _fail(member, err)
+            fail(member, err)
             if user_error(err) is None:
                 raise
             members.remove(member)
@@ -225,32 +142,33 @@ def _train_group(cfg: DictConfig, members: list[Member], data) -> None:
     point = where.most_common(1)[0][0]
     apart = [m for m in members if (m.progress.epoch, m.progress.state.batch) != point]
     group = [m for m in members if m not in apart]
+    if len(group) < 2:
+        group, apart = [], members
     for member in group:
         member.group = [m.seed for m in group]
     try:
-        if len(group) > 1:
+        if group:
             _train_stacked(cfg, group)
-        else:
-            apart = members
     except Exception as err:
         for member in group:
             if member.summary is None:
-                _fail(member, err)
+                fail(member, err)
         if user_error(err) is None:
             raise
         return
     for member in apart:
-        print(f"[stack] seed {member.seed} stands at epoch {member.progress.epoch}, batch "
-              f"{member.progress.state.batch}, apart from the group: it trains on its own",
-              flush=True)
+        if group:
+            print(f"[stack] seed {member.seed} stands at epoch {member.progress.epoch}, batch "
+                  f"{member.progress.state.batch}, apart from the group: it trains on its own",
+                  flush=True)
         member.lock.release()
-        _alone(member)
+        alone(member)
 
 
 def _train_stacked(cfg: DictConfig, group: list[Member]) -> None:
     task, scheduler = _build(cfg, group)
     for member in group:
-        _start_files(member)
+        start_files(member)
     print(f"[stack] seeds {', '.join(str(m.seed) for m in group)} train together", flush=True)
     alive = list(range(len(group)))          # the rows of the seeds still training
     with StopRequest() as stop:
@@ -262,12 +180,12 @@ def _train_stacked(cfg: DictConfig, group: list[Member]) -> None:
                       f"{first.progress.state.batch}; run the same command to resume",
                       flush=True)
                 for row in alive:
-                    _running(group[row], "interrupted", f"stopped by {stop.names()}")
+                    running(group[row], "interrupted", f"stopped by {stop.names()}")
                 stop.hand_over()
                 for row in alive:
-                    _running(group[row], "running")
+                    running(group[row], "running")
     for row in alive:
-        _end(group[row], "completed", "")
+        end(group[row], "completed", "")
 
 
 def _build(cfg: DictConfig, group: list[Member]) -> tuple[StackedTask, object]:
@@ -299,41 +217,6 @@ def _build(cfg: DictConfig, group: list[Member]) -> tuple[StackedTask, object]:
                 rows.copy_(torch.renorm(rows, p=2, dim=0, maxnorm=max_norm))
         task.extra_step.append(apply_max_norm)
     return task, scheduler
-
-
-def _start_files(member: Member) -> None:
-    """config.yaml, metrics.jsonl, a running summary and the logger, as train._train writes
-    them for a separate run."""
-    ctx, cfg, progress = member.ctx, member.cfg, member.progress
-    member.clock = train._Clock(progress.wall)
-    if progress.started:
-        print(f"[resume] epoch {progress.epoch}, batch {progress.state.batch}: {ctx.run_dir}")
-    meta = {"dataset": cfg.dataset.name, "model": cfg.model.name, "optim": cfg.optim.name,
-            "extra": ctx.run_dir.parent.name, "seed": cfg.seed, "command": ctx.stored_command,
-            "identity": member.identity.stored(), **provenance(ctx.device),
-            "commits": progress.commits, "stacked_seeds": member.group}
-    config = {**OmegaConf.to_container(cfg, resolve=True), "meta": meta}
-    config.pop("data_root", None)
-    write_text(ctx.run_dir / "config.yaml", OmegaConf.to_yaml(config))
-    write_jsonl(ctx.run_dir / "metrics.jsonl", progress.history)
-    _running(member, "running")
-    member.logger = instantiate(cfg.logger)
-    member.logger.start(ctx.run_dir, config, "/".join(ctx.run_dir.parts[-5:]))
-
-
-def _running(member: Member, status: str, message: str = "") -> None:
-    train._write_summary(member.ctx, member.identity, member.progress, member.clock, status,
-                         message)
-
-
-def _end(member: Member, status: str, message: str) -> None:
-    """The seed's final status, by train._finish (the one writer of it)."""
-    member.logger.finish(status)
-    summary = train._summary(member.ctx, member.identity, member.progress, member.clock,
-                             status, message)
-    member.summary = train._finish(member.run_dir, summary,
-                                   keep_checkpoint=bool(member.cfg.keep_checkpoint))
-    member.lock.release()
 
 
 def _epoch(cfg: DictConfig, group: list[Member], alive: list[int], task: StackedTask,
@@ -385,7 +268,7 @@ def _epoch(cfg: DictConfig, group: list[Member], alive: list[int], task: Stacked
         member = group[row]
         write_jsonl(member.run_dir / "metrics.jsonl", member.progress.history)
         member.logger.log_epoch(member.progress.history[-1])
-        _running(member, "running")
+        running(member, "running")
         print(f"seed {member.seed}  " + epoch_line(member.progress.history[-1], cfg.epochs),
               flush=True)
     return True
@@ -408,7 +291,7 @@ def _diverge(group: list[Member], alive: list[int], row: int, message: str) -> N
     """Seed `row` diverged: finish it as its run would (its last good checkpoint kept) and
     train on without it; its slice of the stack is no longer read."""
     alive.remove(row)
-    _end(group[row], "diverged", str(Diverged(message)))
+    end(group[row], "diverged", str(Diverged(message)))
 
 
 def _save(group: list[Member], alive: list[int], task: StackedTask, scheduler) -> None:

@@ -78,9 +78,9 @@ def train_epoch(task: StackedTask, epoch: int, sums: StackedSums,
     streams = [data.train_batches(epoch, task.batch_size, start=sums.batch)
                for data in task.datasets]
     for batches in zip(*streams, strict=True):
-        x = torch.stack([b[0] for b in batches])                     # (K, B, ...)
+        x, widths = stack_inputs([b[0] for b in batches])           # (K, B, ...)
         y = torch.stack([b[1] for b in batches])                     # (K, B)
-        logits = task.net(x)                                         # (K, B, C)
+        logits = task.net(x, widths=widths)                          # (K, B, C)
         losses = F.cross_entropy(logits.float().flatten(0, 1), y.flatten(),
                                  reduction="none").view(seeds, -1).mean(1)      # (K,)
         task.optimizer.zero_grad(set_to_none=True)
@@ -103,6 +103,18 @@ def train_epoch(task: StackedTask, epoch: int, sums: StackedSums,
         if should_stop() and sums.batch < total:
             return False
     return True
+
+
+def stack_inputs(inputs: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The seeds' batches as one (K, B, ...) tensor. Sentence batches, each as wide as its own
+    longest sentence, are right-padded with id 0 to the widest; `widths` (K,) keeps each one's
+    own (None when all are alike)."""
+    widths = [x.shape[-1] for x in inputs]
+    if len(set(widths)) == 1:
+        return torch.stack(inputs), None
+    widest = max(widths)
+    padded = [F.pad(x, (0, widest - x.shape[-1])) for x in inputs]
+    return torch.stack(padded), torch.tensor(widths, device=inputs[0].device)
 
 
 def epoch_metrics(sums: StackedSums) -> list[dict]:

@@ -16,9 +16,11 @@ from __future__ import annotations
 import copy
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.func import functional_call, stack_module_state, vmap
 
+from models.kim_cnn import KimCNN
 from models.mlp import MLP
 
 ACTIVATIONS = {nn.Sigmoid: torch.sigmoid, nn.ReLU: torch.relu, nn.Tanh: torch.tanh}
@@ -67,6 +69,7 @@ class StackedNet:
                              if isinstance(module, nn.Embedding) and module.padding_idx is not None]
         self.fast_mlp = isinstance(nets[0], MLP) and all(
             isinstance(m, (nn.Linear, *ACTIVATIONS)) for m in nets[0].layers)
+        self.kim = isinstance(nets[0], KimCNN)
         self.training = True
 
     def train(self, mode: bool = True) -> None:
@@ -108,9 +111,13 @@ class StackedNet:
                 for gen in self.generators])
         return masks
 
-    def __call__(self, x: Tensor, shared_input: bool = False) -> Tensor:
+    def __call__(self, x: Tensor, shared_input: bool = False,
+                 widths: Tensor | None = None) -> Tensor:
         """x: (K, B, ...) one batch per member, or (B, ...) for all when `shared_input` ->
-        logits (K, B, C)."""
+        logits (K, B, C). Sentences of different widths come padded to the widest, with
+        `widths` (K,) each member's own (Kim's CNN only)."""
+        if self.kim:
+            return self._kim_forward(x, shared_input, widths)
         if self.fast_mlp:
             return self._mlp_forward(x if not shared_input else x.expand(self.size, *x.shape))
         buffers = dict(self.buffers)
@@ -122,6 +129,35 @@ class StackedNet:
 
         in_dims = (0, 0, None if shared_input else 0)
         return vmap(member, in_dims=in_dims, randomness="error")(self.params, buffers, x)
+
+    def _kim_forward(self, x: Tensor, shared_input: bool, widths: Tensor | None) -> Tensor:
+        """Kim's CNN per member, where a member's batch was padded beyond its own width: the
+        positions past it are zeroed before the max over time. Its ReLU features are >= 0, so
+        the max is its own batch's (a zero can win only where every feature is zero, and then
+        ReLU passes no gradient either way)."""
+        net = self.nets[0]
+        windows = [conv.kernel_size[0] for conv in net.convs]
+        seeds = self.size
+        if widths is None:
+            widths = torch.full((seeds,), x.shape[-1], device=x.device)
+        masks = self._masks(x.shape[0] if shared_input else x.shape[1]) if self.training else {}
+
+        def member(params: dict, mask: dict, tokens: Tensor, width: Tensor) -> Tensor:
+            embedded = F.embedding(tokens, params["embedding.weight"], net.embedding.padding_idx)
+            embedded = embedded.transpose(1, 2)                                    # (B, emb, L)
+            features = []
+            for index, window in enumerate(windows):
+                out = F.relu(F.conv1d(embedded, params[f"convs.{index}.weight"],
+                                      params[f"convs.{index}.bias"]))      # (B, maps, L-w+1)
+                inside = torch.arange(out.shape[-1], device=out.device) < width - window + 1
+                features.append((out * inside).amax(dim=2))                      # (B, maps)
+            joined = torch.cat(features, dim=1)
+            if mask:
+                joined = joined * mask["drop.mask"]
+            return F.linear(joined, params["fc.weight"], params["fc.bias"])
+
+        in_dims = (0, 0, None if shared_input else 0, 0)
+        return vmap(member, in_dims=in_dims, randomness="error")(self.params, masks, x, widths)
 
     def after_backward(self) -> None:
         """Zero the padding rows' gradients, as nn.Embedding's own backward leaves them."""
