@@ -197,19 +197,26 @@ def evaluate(task: Task) -> dict:
     return out
 
 
-def warn_dead_layers(row: dict, epoch: int, main: bool, warned: frozenset[str]) -> frozenset[str]:
-    """Warn about layers whose gradient was zero all epoch: once, and again only when the set
-    of such layers changes (a dead layer stays dead; one line a run is enough)."""
-    dead = frozenset(name for name, mean in row["grad_norms"].items() if mean == 0.0)
-    if dead and dead != warned and main:
-        names = ", ".join(name for name in row["grad_norms"] if name in dead)
-        print(f"[warning] epoch {epoch}: zero gradient in every sampled step for {names}; "
-              "a dead or unused layer, whose weights then do not move. Normalization leaves zero "
-              "gradients at zero. If the gradient is tiny rather than zero (entries below "
-              "~1e-19 square to 0 in float32), optim.normalize.norm_dtype=float64 keeps it "
-              "normalized. "
-              "Said again only if the set of such layers changes.", flush=True)
-    return dead if dead else warned
+def warn_dead_layers(row: dict, epoch: int, main: bool, warned: frozenset[str],
+                     norm_dtype: object = None) -> frozenset[str]:
+    """Warn about layers whose gradient was zero all epoch, each layer once: the line comes only
+    when a layer not named before joins them (dead layers come and go from epoch to epoch; a
+    line for each change would flood the output). Returns every layer named so far."""
+    dead = [name for name, mean in row["grad_norms"].items() if mean == 0.0]
+    new = [name for name in dead if name not in warned]
+    if new and main:
+        print(dead_layer_line(epoch, new, norm_dtype), flush=True)
+    return warned | frozenset(dead)
+
+
+def dead_layer_line(epoch: int, names: list[str], norm_dtype: object = None) -> str:
+    """One line of at most ~150 characters. The float64 advice only where the run does not
+    already use it: entries below ~1e-19 square to 0 in float32, so a tiny gradient reads 0."""
+    shown = ", ".join(names[:2]) + (f" and {len(names) - 2} more" if len(names) > 2 else "")
+    line = f"[warning] epoch {epoch}: zero gradient all epoch in {shown}; they do not move"
+    if str(norm_dtype) not in ("float64", "torch.float64", "double"):
+        line += "; if tiny, not zero: optim.normalize.norm_dtype=float64"
+    return line
 
 
 def epoch_line(row: dict, epochs: int) -> str:

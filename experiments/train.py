@@ -352,7 +352,8 @@ def _epochs(ctx: RunContext, task: Task, scheduler, progress: Progress, identity
                 means = (state.norm_sum / max(state.norm_steps, 1)).tolist()
                 row["grad_norms"] = dict(zip(task.plan.names, means, strict=True))
                 row["grad_norm_steps"] = state.norm_steps      # how many steps they average
-                dead = warn_dead_layers(row, epoch, main, dead)
+                dead = warn_dead_layers(row, epoch, main, dead,
+                                        OmegaConf.select(cfg, "optim.normalize.norm_dtype"))
             progress.history.append(row)
             scheduler.step()
             progress.epoch, progress.state = epoch + 1, EpochState()

@@ -314,7 +314,7 @@ def test_an_ignored_signal_is_not_a_stop_request():
 def test_a_dead_layer_is_warned_about_once_per_run(tmp_path, capsys):
     train(tmp_path / "run", "epochs=3", "model.net._target_=conftest.DeadLayerMLP")
     out = capsys.readouterr().out
-    assert out.count("zero gradient in every sampled step for unused") == 1, out
+    assert out.count("zero gradient all epoch in unused") == 1, out
 
 
 # -- one list of the keys that cannot change a result --------------------------------------------
