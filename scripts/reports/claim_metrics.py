@@ -47,9 +47,12 @@ def _final(key: str):
     return lambda run, settings: finite(run.final.get(key))
 
 
-def _mean_curve(run: Run, settings: dict) -> float | None:
-    values = _curve(run, "train_loss")
-    return None if values is None else float(np.mean(values))
+def _mean_curve(column: str):
+    """The curve's mean over the epochs: the area under it per epoch, a speed measure."""
+    def metric(run: Run, settings: dict) -> float | None:
+        values = _curve(run, column)
+        return None if values is None else float(np.mean(values))
+    return metric
 
 
 def _plateau_distance(run: Run, settings: dict) -> float | None:
@@ -68,7 +71,8 @@ def _best_acc(run: Run, settings: dict) -> float | None:
 
 METRICS = {
     "final_train_loss": _final("train_loss"), "final_test_loss": _final("test_loss"),
-    "final_test_log_ppl": _final("test_loss"), "mean_train_loss": _mean_curve,
+    "final_test_log_ppl": _final("test_loss"), "mean_train_loss": _mean_curve("train_loss"),
+    "mean_test_loss": _mean_curve("test_loss"),
     "plateau_distance": _plateau_distance, "train_swing": _swing("train_loss"),
     "test_swing": _swing("test_loss"), "final_test_error": _error("test_acc"),
     "final_top1_error": _error("test_top1"), "final_top5_error": _error("test_top5"),

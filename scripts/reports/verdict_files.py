@@ -1,8 +1,8 @@
 """The verdicts as files and lines: `<out>/tables/verdicts.{md,csv,json}` (one JSON object per
-claim, its comparisons nested), `verdicts_paper.csv` (our mean against each number the paper's
-tables print), and the short lines each artifact's own target prints. Every number is rounded
-to 6 significant digits and nothing depends on the clock or the folder: the same runs give the
-same bytes."""
+claim, its comparisons nested), `verdicts_paper.csv` (our seeds against each number the paper's
+tables print), `<out>/figures/verdicts.png` (.forest), and the short lines each artifact's own
+target prints. Every number is rounded to 6 significant digits and nothing depends on the clock
+or the folder: the same runs give the same bytes."""
 
 from __future__ import annotations
 
@@ -13,31 +13,32 @@ import math
 import sys
 from pathlib import Path
 
-from .grids import Artifact, label
+from .grids import Artifact
 from .output import write_atomic
-from .pairs import pair_seeds
+from .paper_checks import paper_rows
 from .runs import Run
-from .stats import agreement
-from .verdicts import (
-    METRICS,
-    ClaimResult,
-    ClaimsError,
-    Resolver,
-    Result,
-    evaluate,
-    load_claims,
-    protocol_notes,
-)
+from .stats import ROBUST_MIN_SEEDS, WIDE_BELOW
+from .verdict_rules import ClaimResult, Result
+from .verdicts import ClaimsError, evaluate, load_claims
 
 HOW_TO_READ = (
     "How to read: each claim is the paper's sentence, checked on the runs present, paired by "
-    "seed. effect: the mean over seeds of the paired difference (the sign the paper predicts "
-    "is in the comparison's words; for a claim, the deciding comparison's); CI: its 95% "
-    "percentile bootstrap interval; p: the paired t test, Holm-adjusted within the claim. "
-    "holds / contradicted: the CI excludes 0 on the paper's / the other side and p < 0.05; "
-    "inconclusive: not so (seeds: how many would give 80% power); untestable: too few paired "
-    "seeds (reason). A claim holds when all its comparisons hold and is contradicted when any "
-    "is. docs/PROTOCOL.md, \"Statistics\", has the rules.")
+    "seed, on the measure its reading names. verdict: the word, then the protocol it was decided "
+    "on (as the paper, or proxy: each deviation, derived from the runs' configs and data). "
+    "n: seeds used of seeds asked († a seed trained by more than one commit). effect: the mean "
+    "paired difference (for a claim, its deciding comparison's) with its 95% t interval, the "
+    "interval the paired t test implies (Welch's for comparisons across depths); below 5 seeds "
+    "it is wide by nature. p: the t test against the comparison's margin, Holm-adjusted within "
+    "the claim and read at the claim's level α (Table 4: Pocock's level for its looks at 3, 5 and "
+    "10 seeds). holds / contradicted: p < α with the effect on the paper's / the other side of "
+    "its margin; a difference equivalent to 0 within the smallest effect of interest (TOST) "
+    "decides nothing, and contradicts a margin such as \"much better\"; a seed on which the "
+    "paper's favoured optimizer diverged keeps a comparison from holding. inconclusive: "
+    "neither (seeds: how many would give 80% power at the first Holm step's level, as a range "
+    "over the sd's 95% interval); untestable: too few paired seeds, or a value the claim is "
+    "about never run. robustness (8+ seeds): the exact sign-flip permutation p and the "
+    "percentile bootstrap interval. paper's own numbers: how many of the claim's comparisons "
+    "hold on the paper's printed values. docs/PROTOCOL.md, \"Statistics\", has the rules.")
 
 
 def _round(value):
@@ -53,90 +54,48 @@ def _text(value, digits: int = 4) -> str:
 
 def comparison_record(result: Result) -> dict:
     effect = result.effect
+    seeds = list(result.seeds) if result.seeds else None
     return {"comparison": result.comparison.label, "metric": result.comparison.metric,
-            "n": effect.n if effect else 0, "effect": _round(effect.mean) if effect else None,
+            "margin": result.comparison.margin, "n": result.used, "asked": result.asked,
+            "n_other": effect.n_other if effect else 0,
+            "effect": _round(effect.mean) if effect else None,
             "ci": [_round(effect.low), _round(effect.high)] if effect else [None, None],
+            "interval": ("Welch 95% t" if effect.n_other else "95% t") if effect else None,
             "p": _round(effect.p) if effect else None, "p_holm": _round(result.p_holm),
+            "alpha": _round(result.alpha), "tost_p": _round(effect.tost_p) if effect else None,
+            "perm_p": _round(effect.perm_p) if effect else None,
+            "bootstrap_ci": [_round(effect.boot_low), _round(effect.boot_high)] if effect
+            else [None, None],
             "verdict": result.verdict, "reason": result.reason,
-            "seeds_for_power": result.seeds, "power_basis": result.power_basis or None,
-            "protocol": result.protocol}
+            "seeds_for_power": seeds, "power_basis": result.power_basis or None,
+            "protocol": result.protocol, "diverged": result.diverged, "mixed": result.mixed,
+            "conflicts": result.conflicts, "warnings": result.warnings}
 
 
 def claim_record(claim: ClaimResult) -> dict:
     deciding = comparison_record(claim.decided_by) if claim.decided_by else {}
+    seeds = [r.seeds for r in claim.results if r.verdict == "inconclusive" and r.seeds]
+    power = [min(s[0] for s in seeds if s[0]) if any(s[0] for s in seeds) else None,
+             max((s[1] for s in seeds if s[1]), default=None)] if seeds else None
+    secondary = claim.secondary
     return {"id": claim.claim["id"], "artifact": claim.claim["artifact"],
             "claim": claim.claim["quote"],
             "reading": " ".join(str(claim.claim.get("reading") or "").split()) or None,
-            "scale": claim.scale, "n": deciding.get("n", 0), "effect": deciding.get("effect"),
+            "measure": sorted({r.comparison.metric for r in claim.results}),
+            "scale": claim.scale, "n": deciding.get("n", 0),
+            "asked": deciding.get("asked", 0), "effect": deciding.get("effect"),
             "ci": deciding.get("ci", [None, None]), "p": deciding.get("p_holm"),
-            "verdict": claim.verdict, "reason": claim.reason,
-            "seeds_for_power": claim.seeds_for_power, "decided_by": deciding.get("comparison"),
-            "protocol": claim.protocol,
+            "alpha": _round(claim.alpha), "looks": list(claim.looks),
+            "verdict": claim.verdict, "qualified": claim.qualified, "reason": claim.reason,
+            "seeds_for_power": power, "decided_by": deciding.get("comparison"),
+            "protocol": claim.protocol, "diverged": claim.diverged,
+            "mixed": sorted({s for r in claim.results for s in r.mixed}),
+            "conflicts": sorted({c for r in claim.results for c in r.conflicts}),
+            "paper_own": list(claim.paper_own) if claim.paper_own else None,
+            "secondary": None if secondary is None else {
+                "measure": sorted({r.comparison.metric for r in secondary.results}),
+                "verdict": secondary.verdict, "reason": secondary.reason},
             "comparisons": [comparison_record(r) for r in claim.results]}
-
-
-def _word(claim: ClaimResult) -> str:
-    return f"{claim.verdict} (quick)" if claim.scale == "quick" else claim.verdict
-
-
-def paper_rows(artifacts: dict[str, Artifact], runs: list[Run], paper: dict,
-               data: dict) -> list[dict]:
-    """One row per number the paper's Tables 1-4 print for a trained cell: our mean and 95% t
-    interval over the seeds present, whether the paper's value is in it, TOST against the
-    documented margin, and the result: agrees, differs or cannot tell."""
-    rows = []
-    alpha = data["settings"]["alpha"]
-    for table, spec in (data.get("paper_numbers") or {}).items():
-        artifact = artifacts.get(table)
-        values = ((paper.get(table) or {}).get("values")) or {}
-        if artifact is None:
-            continue
-        resolver = Resolver(artifact, runs, artifact.plot_seeds, data["settings"])
-        protocol = (data.get("protocol") or {}).get(table) or {}
-        for optim in artifact.optims:
-            for column, printed in (values.get(optim) or {}).items():
-                if not (isinstance(printed, dict)
-                        and isinstance(printed.get("mean"), (int, float))):
-                    continue
-                try:
-                    rows.append(_paper_row(table, optim, column, printed, spec, artifact,
-                                           resolver, runs, protocol, data, alpha))
-                except ClaimsError:     # no such cell in this grid (--dataset digits)
-                    continue
-    return rows
-
-
-def _paper_row(table, optim, column, printed, spec, artifact, resolver, runs, protocol, data,
-               alpha) -> dict:
-    metric = spec["metric"][column] if isinstance(spec["metric"], dict) else spec["metric"]
-    model = column if column in artifact.models else artifact.models[0]
-    cell = resolver.cell(optim, {"model": model})
-    done = pair_seeds(runs, [cell], artifact.plot_seeds,
-                      lambda run: METRICS[metric](run, data["settings"]))
-    values = done.columns[0]
-    notes = {note for (run,) in done.runs
-             for note in protocol_notes(run, protocol, artifact.scale)}
-    std = printed.get("std")
-    margin = 2.0 * float(std) if spec["margin"] == "two_sigma" and std is not None \
-        else float(spec["margin"]) if spec["margin"] != "two_sigma" else math.nan
-    found = agreement(values, float(printed["mean"]), margin)
-    note = ""
-    if found.n < 2:
-        result, note = "cannot tell", f"{found.n} seed(s), need 2"
-    elif notes:
-        result = "cannot tell"
-        note = f"protocol differs ({'; '.join(sorted(notes))}): not a test of the paper's number"
-    elif found.tost_p < alpha:
-        result = "agrees"
-    elif not found.inside:
-        result = "differs"
-    else:
-        result, note = "cannot tell", "neither equivalent within the margin nor outside the CI"
-    return {"table": table, "scale": artifact.scale, "row": label(optim), "column": column,
-            "n": found.n, "mean": _round(found.mean), "ci_low": _round(found.low),
-            "ci_high": _round(found.high), "paper": float(printed["mean"]),
-            "margin": _round(margin), "paper_in_ci": found.inside,
-            "tost_p": _round(found.tost_p), "result": result, "note": note}
 
 
 def to_json(claims: list[ClaimResult]) -> str:
@@ -148,20 +107,25 @@ def _csv(rows: list[dict]) -> str:
     if rows:
         writer = csv.DictWriter(buffer, fieldnames=list(rows[0]), lineterminator="\n")
         writer.writeheader()
-        writer.writerows(rows)
+        writer.writerows({k: _round(v) for k, v in row.items()} for row in rows)
     return buffer.getvalue()
 
 
 def to_csv(claims: list[ClaimResult]) -> str:
-    """One row per comparison, with its claim's id, artifact, scale and verdict."""
+    """One row per comparison, with its claim's id, artifact, scale and qualified verdict."""
     rows = []
     for claim in claims:
         for record in claim_record(claim)["comparisons"]:
             low, high = record.pop("ci")
+            boot_low, boot_high = record.pop("bootstrap_ci")
+            seeds = record.pop("seeds_for_power") or [None, None]
             rows.append({"id": claim.claim["id"], "artifact": claim.claim["artifact"],
-                         "scale": claim.scale, "claim_verdict": claim.verdict, **record,
-                         "ci_low": low, "ci_high": high,
-                         "protocol": "; ".join(record["protocol"])})
+                         "scale": claim.scale, "claim_verdict": claim.qualified, **record,
+                         "ci_low": low, "ci_high": high, "bootstrap_low": boot_low,
+                         "bootstrap_high": boot_high, "seeds_low": seeds[0],
+                         "seeds_high": seeds[1],
+                         **{key: "; ".join(map(str, record[key])) for key in
+                            ("protocol", "diverged", "mixed", "conflicts", "warnings")}})
     return _csv(rows)
 
 
@@ -173,7 +137,45 @@ def _effect_text(record: dict) -> str:
     low, high = record["ci"]
     if record["effect"] is None:
         return "—"
-    return f"{_text(record['effect'])} [{_text(low)}, {_text(high)}]"
+    wide = " (n < 5: wide by nature)" if 0 < record["n"] < WIDE_BELOW else ""
+    return f"{_text(record['effect'])} [{_text(low)}, {_text(high)}]{wide}"
+
+
+def _n_text(record: dict) -> str:
+    used = f"{record['n']}" + (f" and {record['n_other']}" if record.get("n_other") else "")
+    mixed = f" (†: seed {', '.join(map(str, record['mixed']))})" if record["mixed"] else ""
+    return f"{used} of {record['asked']}{mixed}"
+
+
+def _seeds_text(seeds) -> str:
+    if not seeds:
+        return ""
+    low, high = seeds
+    return f"{low or '>1000'}-{high or '>1000'}" if low != high else str(low)
+
+
+def _robust_text(item: dict) -> str:
+    if item["n"] < ROBUST_MIN_SEEDS or item["perm_p"] is None:
+        return "—"
+    low, high = item["bootstrap_ci"]
+    return f"perm p {_text(item['perm_p'], 3)}; boot [{_text(low)}, {_text(high)}]"
+
+
+def _claim_row(claim: ClaimResult, record: dict) -> str:
+    own = record["paper_own"]
+    secondary = record["secondary"]
+    rests = "; ".join(filter(None, [
+        f"diverged: {'; '.join(record['diverged'])}" if record["diverged"] else "",
+        f"conflicting folders, not used: {'; '.join(record['conflicts'])}"
+        if record["conflicts"] else ""]))
+    return _cells(record["id"], f"**{record['verdict']}** "
+                  f"{record['qualified'][len(record['verdict']):].strip()}",
+                  ", ".join(record["measure"]), _n_text(record), _effect_text(record),
+                  f"{_text(record['p'], 3)} (α {_text(record['alpha'], 3)})",
+                  _seeds_text(record["seeds_for_power"]),
+                  f"{own[0]} of {own[1]}" if own else "—",
+                  f"{secondary['verdict']} ({', '.join(secondary['measure'])})" if secondary
+                  else "—", rests or "—", record["reason"])
 
 
 def to_markdown(claims: list[ClaimResult], paper: list[dict], scales: set[str]) -> str:
@@ -181,62 +183,74 @@ def to_markdown(claims: list[ClaimResult], paper: list[dict], scales: set[str]) 
               "the paper. " if "quick" in scales else "")
     lines = ["# Verdicts: the claims of the paper's section 4, computed from the runs", "",
              banner + HOW_TO_READ, "",
-             _cells("claim", "artifact", "verdict", "n", "effect [95% CI]", "p (Holm)",
-                    "seeds for 80% power", "reason"), "|---" * 8 + "|"]
+             _cells("claim", "verdict (protocol)", "measure", "n used of asked",
+                    "effect [95% CI]", "p (Holm)", "seeds for 80% power",
+                    "paper's own numbers", "secondary measure", "diverged / conflicts",
+                    "reason"), "|---" * 11 + "|"]
     records = [claim_record(c) for c in claims]
-    for claim, record in zip(claims, records, strict=True):
-        reason = record["reason"] + (f" (protocol differs: {'; '.join(record['protocol'])})"
-                                     if record["protocol"] else "")
-        lines.append(_cells(record["id"], record["artifact"], f"**{_word(claim)}**",
-                            record["n"], _effect_text(record), _text(record["p"], 3),
-                            record["seeds_for_power"] or "", reason))
+    lines += [_claim_row(claim, record) for claim, record in zip(claims, records, strict=True)]
     lines += ["", "## Each claim's comparisons", ""]
     for record in records:
-        lines += [f"### {record['id']} ({record['artifact']}): {record['verdict']}", "",
-                  f"> {record['claim']}", ""]
-        if record["reading"]:
-            lines += [f"Read as: {record['reading']}", ""]
-        lines += [_cells("comparison", "n", "effect [95% CI]", "p", "p (Holm)", "verdict",
-                         "seeds for 80% power", "reason"), "|---" * 8 + "|"]
-        for item in record["comparisons"]:
-            power = (f"{item['seeds_for_power']} ({item['power_basis']})"
-                     if item["seeds_for_power"] else item["power_basis"] or "")
-            lines.append(_cells(item["comparison"], item["n"], _effect_text(item),
-                                _text(item["p"], 3), _text(item["p_holm"], 3), item["verdict"],
-                                power, item["reason"]))
-        lines.append("")
-    lines += ["## Against the paper's numbers", "",
-              "Our mean over the seeds present, its 95% t interval, and a TOST equivalence test "
-              "(two one-sided t tests) of |ours − paper| < margin: twice the paper's printed ± "
-              "(Tables 1-2) or 1 point (Tables 3-4). agrees: TOST p < 0.05; differs: the "
-              "paper's value lies outside our interval; cannot tell: neither, fewer than 2 "
-              "seeds, or runs whose protocol differs from the paper's.", ""]
-    if paper:
-        lines += [_cells("table", "row", "column", "n", "ours [95% CI]", "paper", "margin",
-                         "paper in CI", "TOST p", "result", "note"), "|---" * 11 + "|"]
-        for row in paper:
-            ours = f"{_text(row['mean'])} [{_text(row['ci_low'])}, {_text(row['ci_high'])}]"
-            inside = {True: "yes", False: "no", None: "—"}[row["paper_in_ci"]]
-            lines.append(_cells(row["table"], row["row"], row["column"], row["n"], ours,
-                                row["paper"], _text(row["margin"], 3), inside,
-                                _text(row["tost_p"], 3), row["result"], row["note"]))
-    else:
-        lines.append("No table of the paper among the artifacts checked.")
-    return "\n".join(lines) + "\n"
+        lines += _claim_section(record)
+    return "\n".join(lines + _paper_section(paper)) + "\n"
+
+
+def _claim_section(record: dict) -> list[str]:
+    lines = [f"### {record['id']} ({record['artifact']}): {record['qualified']}", "",
+             f"> {record['claim']}", ""]
+    if record["reading"]:
+        lines += [f"Read as: {record['reading']}", ""]
+    lines += [_cells("comparison", "n used of asked", "effect [95% CI]", "p", "p (Holm)",
+                     "TOST p (± SESOI)", "robustness", "verdict", "seeds for 80% power",
+                     "reason"), "|---" * 10 + "|"]
+    for item in record["comparisons"]:
+        power = (f"{_seeds_text(item['seeds_for_power'])} ({item['power_basis']})"
+                 if item["seeds_for_power"] else item["power_basis"] or "")
+        reason = "; ".join(filter(None, [item["reason"], *item["warnings"]]))
+        lines.append(_cells(item["comparison"], _n_text(item), _effect_text(item),
+                            _text(item["p"], 3), _text(item["p_holm"], 3),
+                            _text(item["tost_p"], 3), _robust_text(item), item["verdict"],
+                            power, reason))
+    return lines + [""]
+
+
+def _paper_section(paper: list[dict]) -> list[str]:
+    lines = ["## Against the paper's numbers", "",
+             "A single printed run (Tables 3-4) against our 95% prediction interval for one new "
+             "run (consistent: inside; differs: outside). A printed mean ± std over the paper's 5 "
+             "runs (Tables 1-2) by Welch's test of ours − paper (differs: p < 0.05) and a Welch "
+             "TOST within twice the printed ± (agrees: p < 0.05). Fewer than 3 seeds: cannot "
+             "tell. Each result carries the protocol it was computed on.", ""]
+    if not paper:
+        return lines + ["No table of the paper among the artifacts checked."]
+    lines += [_cells("table", "row", "column", "n used of asked", "ours", "interval", "paper",
+                     "p", "TOST p", "result (protocol)", "note"), "|---" * 11 + "|"]
+    for row in paper:
+        interval = f"{row['interval']} [{_text(row['low'])}, {_text(row['high'])}]"
+        printed = f"{row['paper']}" + (f" ± {row['paper_std']}" if row["paper_std"] else "")
+        lines.append(_cells(row["table"], row["row"], row["column"],
+                            f"{row['n']} of {row['asked']}", _text(row["mean"]), interval,
+                            printed, _text(row["p"], 3), _text(row["tost_p"], 3),
+                            row["qualified"], row["note"]))
+    return lines
 
 
 def render_verdicts(artifacts: dict[str, Artifact], runs: list[Run], out_dir: Path,
                     paper: dict, stem: str = "verdicts") -> list[Path]:
-    """Write `<out_dir>/tables/<stem>.{md,csv,json}` and `<stem>_paper.csv`."""
+    """Write `<out_dir>/tables/<stem>.{md,csv,json}`, `<stem>_paper.csv` and the forest plot
+    `<out_dir>/figures/<stem>.png`."""
+    from .forest import forest_plot
+
     data = load_claims()
     claims = evaluate(artifacts, runs, data)
     rows = paper_rows(artifacts, runs, paper, data)
     scales = {a.scale for a in artifacts.values()}
     folder = Path(out_dir) / "tables"
-    return [write_atomic(folder / f"{stem}.md", to_markdown(claims, rows, scales)),
-            write_atomic(folder / f"{stem}.csv", to_csv(claims)),
-            write_atomic(folder / f"{stem}.json", to_json(claims)),
-            write_atomic(folder / f"{stem}_paper.csv", _csv(rows))]
+    written = [write_atomic(folder / f"{stem}.md", to_markdown(claims, rows, scales)),
+               write_atomic(folder / f"{stem}.csv", to_csv(claims)),
+               write_atomic(folder / f"{stem}.json", to_json(claims)),
+               write_atomic(folder / f"{stem}_paper.csv", _csv(rows))]
+    return written + forest_plot(claims, data, Path(out_dir) / "figures" / stem)
 
 
 def verdict_lines(name: str, artifact: Artifact, runs: list[Run]) -> list[str]:
@@ -251,7 +265,7 @@ def verdict_lines(name: str, artifact: Artifact, runs: list[Run]) -> list[str]:
         record = claim_record(claim)
         effect = f" effect {_effect_text(record)}, p {_text(record['p'], 3)};" \
             if record["effect"] is not None else ""
-        lines.append(f"    verdict {claim.claim['id']}: {_word(claim)} (n={record['n']};"
+        lines.append(f"    verdict {claim.claim['id']}: {claim.qualified} (n={_n_text(record)};"
                      f"{effect} {record['reason']})")
     return lines
 
