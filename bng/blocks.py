@@ -166,7 +166,8 @@ class BlockPlan:
     - ``names``: block names, in block order (the order of every (B,) norm vector);
     - ``blocks``: ``{name: [param, ...]}`` in that order;
     - ``params``: every parameter once, in :func:`bng.functional.processing_order` (grouped by
-      device and dtype), and ``index``: their :class:`bng.functional.BlockIndex`, built once;
+      device and dtype, small 1-D tensors last in each group), and ``index``: their
+      :class:`bng.functional.BlockIndex`, built once;
     - ``device``, ``norm_dtype``: where and in what dtype block norms are computed.
 
     :meth:`gather` collects a step's gradients. The one cache is for steps where some

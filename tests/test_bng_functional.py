@@ -3,10 +3,19 @@ public helpers built on it; and what the hook must leave alone."""
 
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from torch import nn
 
 import bng
-from bng.functional import block_index, normalize_blocks_, processing_order
+from bng.functional import (
+    SMALL_NUMEL,
+    block_index,
+    block_norms,
+    is_small,
+    normalize_blocks_,
+    processing_order,
+)
 from bng.reference import normalize_blocks_reference_
 from bng_helpers import SmallCNN, TinyLM, loss_of, mlp18, train
 
@@ -60,6 +69,79 @@ def test_block_index_needs_the_processing_order() -> None:
     assert processing_order(tensors) == [0, 2, 1]  # one group per dtype, first seen first
     with pytest.raises(ValueError, match="processing_order"):
         block_index(tensors, [0, 1, 1], 2, device=torch.device("cpu"), dtype=torch.float64)
+    mixed = [torch.zeros(3), torch.zeros(2, 2), torch.zeros(SMALL_NUMEL + 1), torch.zeros(())]
+    assert processing_order(mixed) == [1, 2, 3, 0]  # in a group, small 1-D tensors come last
+    with pytest.raises(ValueError, match="processing_order"):
+        block_index(mixed, [0, 0, 0, 0], 1, device=torch.device("cpu"), dtype=torch.float32)
+
+
+def test_small_means_one_dimension_and_at_most_the_threshold() -> None:
+    assert is_small(torch.zeros(SMALL_NUMEL)) and is_small(torch.zeros(1))
+    assert not is_small(torch.zeros(SMALL_NUMEL + 1))
+    assert not is_small(torch.zeros(2, 2)) and not is_small(torch.zeros(()))
+
+
+def test_a_resnets_batchnorm_tensors_take_the_concatenated_path() -> None:
+    """Every 1-D tensor of a CIFAR-style network (BN affines, the classifier's bias) is summed
+    through the one cat, so the per-tensor dispatch of the norms is paid by the kernels alone."""
+    model = nn.Sequential(nn.Conv2d(3, 16, 3, bias=False), nn.BatchNorm2d(16),
+                          nn.Conv2d(16, 64, 3, bias=False), nn.BatchNorm2d(64),
+                          nn.Flatten(), nn.Linear(64, 10))
+    (group,) = bng.plan_blocks(model, "param").index.groups
+    assert (group.split - group.start, group.stop - group.split) == (3, 5)
+
+
+SHAPES = st.sampled_from([(), (1,), (7,), (SMALL_NUMEL,), (SMALL_NUMEL + 1,), (3, 5), (2, 1, 3)])
+
+
+@settings(max_examples=60, deadline=None)
+@given(tensors=st.lists(st.tuples(SHAPES, st.sampled_from([torch.float32, torch.float64]),
+                                  st.integers(0, 3), st.sampled_from([0.0, 1e-3, 1.0, 1e3])),
+                        min_size=1, max_size=9),
+       mode=st.sampled_from(["ng", "adap", "clip", "none"]), seed=st.integers(0, 2**16))
+def test_foreach_matches_the_loop(tensors: list, mode: str, seed: int) -> None:
+    """Any mix of shapes (0-d, short and long 1-D, matrices), dtypes, block assignments and
+    gradient scales (zero included): the vectorized core gives the per-block loop's norms and
+    gradients, as torch's test_foreach_matches_forloop does for its own foreach kernels."""
+    g = torch.Generator().manual_seed(seed)
+    ours: dict[str, list[nn.Parameter]] = {}
+    theirs: dict[str, list[nn.Parameter]] = {}
+    for shape, dtype, block, scale in tensors:
+        weight = torch.randn(shape, generator=g, dtype=dtype)
+        grad = scale * torch.randn(shape, generator=g, dtype=dtype)
+        for blocks in (ours, theirs):
+            p = nn.Parameter(weight.clone())
+            p.grad = grad.clone()
+            blocks.setdefault(f"b{block}", []).append(p)
+    plan = bng.BlockPlan(ours)
+    params, grads, index = plan.gather()
+    norms = normalize_blocks_(grads, index, mode, params=params, alpha=0.3, threshold=0.5)
+    expected = normalize_blocks_reference_(theirs, mode, alpha=0.3, threshold=0.5)
+    tolerance = TOLERANCE[index.dtype]
+    torch.testing.assert_close(norms.double(), torch.tensor(list(expected.values()),
+                                                            dtype=torch.float64),
+                               rtol=tolerance, atol=0.0)
+    for name in ours:
+        for p, q in zip(ours[name], theirs[name], strict=True):
+            torch.testing.assert_close(p.grad, q.grad, rtol=TOLERANCE[p.dtype], atol=0.0)
+
+
+def test_the_factor_workspace_carries_nothing_between_calls() -> None:
+    """One index reused for gradients of another size and sign gives what a fresh index gives:
+    the workspace's factors are all rewritten by each call."""
+    blocks = _blocks(torch.float32)
+    plan = bng.BlockPlan(blocks)
+    params, grads, index = plan.gather()
+    normalize_blocks_(grads, index, "adap", params=params)
+    for p in params:
+        p.grad = -7.0 * torch.rand_like(p)
+    fresh = [p.grad.clone() for p in params]
+    fresh_index = bng.BlockPlan(blocks).index
+    reused_norms = normalize_blocks_([p.grad for p in params], index, "adap", params=params)
+    fresh_norms = normalize_blocks_(fresh, fresh_index, "adap", params=params)
+    assert torch.equal(reused_norms, fresh_norms)
+    assert all(torch.equal(p.grad, f) for p, f in zip(params, fresh, strict=True))
+    assert torch.equal(block_norms(fresh, index), block_norms(fresh, fresh_index))
 
 
 @pytest.mark.parametrize("make", [mlp18, SmallCNN, TinyLM], ids=["mlp", "cnn", "lstm"])
