@@ -82,7 +82,8 @@ def test_table_sweeps_train_the_papers_rows_and_columns():
     for name in ("table1", "table2", "table3", "table4"):
         table, artifact = PAPER[name], ARTIFACTS[name]
         assert sorted(artifact.optims) == sorted(table["rows"]), name
-        assert all(len(g.seeds) == table["runs"] for g in artifact.grids), name
+        # at least the paper's runs (Table 4: 10 seeds against its single run, for the verdicts)
+        assert all(len(g.seeds) >= table["runs"] for g in artifact.grids), name
         assert {d for g in artifact.grids for d in g.datasets} == {artifact.datasets[0]}
     for name in ("table1", "table2"):
         assert list(ARTIFACTS[name].models) == PAPER[name]["columns"]
