@@ -198,8 +198,8 @@ def data_item(item: dict, device: torch.device) -> dict:
 
     with tempfile.TemporaryDirectory() as root:
         make_cifar(root, "cifar10", n_train=item["images"], n_test=16)
-        ds = build_dataset({"name": "cifar10", "verify_md5": False}, root=root, device=device,
-                           seed=1)
+        ds = build_dataset({"_target_": "data.vision.load_cifar", "name": "cifar10",
+                            "verify_md5": False}, root=root, device=device, seed=1)
         for _ in ds.train_batches(1, item["batch"]):          # the first epoch warms up
             pass
         seconds = []

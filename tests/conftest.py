@@ -58,6 +58,58 @@ def train_in_process(overrides, run_dir: Path) -> dict:
     return run(cfg, run_dir, list(overrides))
 
 
+# A whole run of a second or two: the bundled digits data, the smallest MLP, two epochs.
+FAST = ("dataset=digits", "model=mlp6", "optim=adam", "epochs=2")
+
+
+def train(run_dir: Path, *overrides: str) -> dict:
+    """A FAST run in this process, `overrides` after FAST's."""
+    return train_in_process([*FAST, *overrides], run_dir)
+
+
+@pytest.fixture(scope="module")
+def completed(tmp_path_factory) -> Path:
+    """A completed FAST run folder as a run leaves it (no checkpoint.pt); a test that changes it
+    takes a `copy`."""
+    run_dir = tmp_path_factory.mktemp("completed") / "run"
+    assert train(run_dir)["status"] == "completed"
+    return run_dir
+
+
+# The fixture files of every dataset (data/fixtures.py), tiny; a test module that needs more sets
+# its own FIXTURE_SIZES, read by `fixture_root`.
+FIXTURE_SIZES = {"mnist": (10, 4), "cifar": (10, 4), "ptb_repeat": 1, "rt_repeat": 2,
+                 "imagenet_per_class": 2}
+
+
+@pytest.fixture(scope="module")
+def fixture_root(request, tmp_path_factory) -> Path:
+    """A data root holding every dataset's fixture files, at the test module's FIXTURE_SIZES
+    (train, test) counts, else these."""
+    from data.fixtures import (
+        PTB_TEST,
+        PTB_TRAIN,
+        make_cifar,
+        make_imagenet,
+        make_mnist,
+        make_ptb,
+        make_rt,
+    )
+
+    sizes = {**FIXTURE_SIZES, **getattr(request.module, "FIXTURE_SIZES", {})}
+    root = tmp_path_factory.mktemp("data")
+    make_mnist(root, n_train=sizes["mnist"][0], n_test=sizes["mnist"][1])
+    for which in ("cifar10", "cifar100"):
+        make_cifar(root, which, n_train=sizes["cifar"][0], n_test=sizes["cifar"][1])
+    ptb = make_ptb(root, train=PTB_TRAIN * sizes["ptb_repeat"])
+    if sizes["ptb_repeat"] > 1:                 # a test stream as long, for as many columns
+        (ptb / "ptb.test.txt").write_text("".join(f" {line} \n"
+                                                  for line in PTB_TEST * sizes["ptb_repeat"]))
+    make_rt(root, repeat=sizes["rt_repeat"])
+    make_imagenet(root, classes=2, per_class=sizes["imagenet_per_class"], size=40)
+    return root
+
+
 def stop_at_checkpoint(proc: subprocess.Popen, checkpoint: Path, signum: int,
                        timeout: float = 120) -> tuple[str, str]:
     """Wait for the run's first `checkpoint`, send `signum`, return (stdout, stderr).

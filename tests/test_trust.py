@@ -19,6 +19,7 @@ import yaml
 from omegaconf import open_dict
 
 from conftest import (
+    FAST,
     REPO,
     cli_env,
     compose_config,
@@ -26,7 +27,7 @@ from conftest import (
     run_cli,
     run_on_tmpfs,
     stop_at_checkpoint,
-    train_in_process,
+    train,
 )
 from data.fixtures import make_mnist, make_ptb
 from experiments.config import check_config
@@ -40,22 +41,6 @@ from experiments.errors import (
 )
 from experiments.io import RunLock, save_torch, write_text
 from experiments.record import config_identity
-
-FAST = ("dataset=digits", "model=mlp6", "optim=adam", "epochs=2")
-
-
-def train(run_dir: Path, *overrides: str) -> dict:
-    """One run in this process, as Hydra's launcher starts it (no new Python process)."""
-    return train_in_process([*FAST, *overrides], run_dir)
-
-
-@pytest.fixture(scope="module")
-def completed(tmp_path_factory) -> Path:
-    """A completed 2-epoch run folder; tests copy it before they change anything."""
-    run_dir = tmp_path_factory.mktemp("completed") / "run"
-    assert train(run_dir)["status"] == "completed"
-    return run_dir
-
 
 # -- run identity ------------------------------------------------------------------------------
 
@@ -294,15 +279,21 @@ def test_config_checks(override, expected):
     assert user_error(err.value) == (EXIT_USER, str(err.value))
 
 
+def _dataset(name: str, **overrides) -> dict:
+    """configs/dataset/<name>.yaml as a plain dict, with `overrides`."""
+    return {**yaml.safe_load((REPO / "configs" / "dataset" / f"{name}.yaml").read_text()),
+            **overrides}
+
+
 @pytest.mark.parametrize("limit", [0, -5])
 def test_a_limit_that_is_not_a_positive_size_is_refused(limit, tmp_path):
     from data import DataError, build_dataset
 
     with pytest.raises(DataError, match="dataset.limit must be a positive integer"):
-        build_dataset({"name": "digits", "limit": limit}, root=tmp_path)
+        build_dataset(_dataset("digits", limit=limit), root=tmp_path)
     make_ptb(tmp_path)
     with pytest.raises(DataError, match="dataset.limit must be a positive integer"):
-        build_dataset({"name": "ptb", "limit": limit, "verify_md5": False}, root=tmp_path)
+        build_dataset(_dataset("ptb", limit=limit, verify_md5=False), root=tmp_path)
 
 
 def test_an_empty_ptb_file_is_named(tmp_path):
@@ -311,7 +302,7 @@ def test_an_empty_ptb_file_is_named(tmp_path):
     folder = make_ptb(tmp_path)
     (folder / "ptb.train.txt").write_text("")
     with pytest.raises(DataError, match=r"ptb.train.txt in .* is empty"):
-        build_dataset({"name": "ptb", "verify_md5": False}, root=tmp_path)
+        build_dataset(_dataset("ptb", verify_md5=False), root=tmp_path)
 
 
 def test_a_user_error_in_a_sweep_cell_fails_that_cell_only(tmp_path):
