@@ -1,37 +1,36 @@
-"""Speed of bng against its torch base, and of the suite's loop against a hand-written one.
-
-Three parts, each interleaving its variants repetition by repetition (so that noise from other
-processes hits all of them alike; no variant runs twice in a row) and reporting medians, and
-ratios to a baseline measured in the same run (the median of the per-repetition ratios):
+"""Speed of bng against its torch base and a peer library, and of the suite's loop against a
+hand-written one. Each part interleaves its variants repetition by repetition (noise from other
+processes hits all alike; no variant runs twice in a row) and reports medians and ratios to a
+baseline measured in the same run (the median of the per-repetition ratios):
 
 - ``step``: ``optimizer.step()`` alone on fixed gradients (ResNet-110, MLP-18 and PTB-LSTM
   parameter sets): the torch optimizer (foreach=True), the bng optimizer built on it, its
-  normalization alone ("hook": block norms and rescaling), a per-parameter-loop NG hook as
-  a second reference, and a lower bound on any in-place hook ("floor": one norm and one
-  rescaling kernel over the >= 2-D gradients, nothing else). Each variant has its own model,
-  and the caches are flushed before every timed step, so that each starts equally cold.
-- ``e2e``: a whole training step, forward + backward + step with ``zero_grad()`` (torch's
-  default ``set_to_none=True``): ResNet-20 on CIFAR-shaped batches of 128, MLP-18 on
-  MNIST-shaped batches of 100 and the PTB LSTM on 100 x 40 token windows; NG against its
-  base (foreach=True both), and the base with the "floor" hook. Each variant runs as several
-  separately built copies (``--e2e-copies``), and the base's copies are compared with each
-  other ("noise").
-- ``loop``: the suite's own epoch (``experiments.loops.train_epoch`` with its per-step
-  bookkeeping and its sampled per-layer diagnostics, ``epoch_metrics`` and ``evaluate``; the
-  optimizer the engine builds from ``configs/optim/adam.yaml``) against a minimal hand-written
-  epoch over the same data layer, model and torch optimizer, each with its test pass: MLP-18 on
-  digits, Adam, batch 20. The suite runs twice: with the default ``grad_norm_every`` and with
-  the diagnostics measured at every step. Each variant runs as several separately built
-  copies (``--copies``), and two groups of the hand-written copies are also compared with each
-  other: that ratio, of identical code, shows the run's noise.
+  normalization alone ("hook"), a per-parameter-loop NG hook, and a lower bound on any
+  in-place hook ("floor": one norm and one rescaling kernel over the >= 2-D gradients). Each
+  variant has its own model, and the caches are flushed before every timed step.
+- ``e2e``: forward + backward + step with ``zero_grad()``: ResNet-20 on CIFAR-shaped batches of
+  128, MLP-18 on MNIST-shaped batches of 100, the PTB LSTM on 100 x 40 token windows; NG
+  against its base (foreach=True both) and the base with the "floor" hook, each as several
+  separately built copies (``--e2e-copies``); "noise": the base's copies against each other.
+- ``loop``: the suite's epoch (``train_epoch`` with its bookkeeping and sampled diagnostics,
+  ``epoch_metrics``, ``evaluate``; the optimizer of ``configs/optim/adam.yaml``) against a
+  minimal hand-written epoch with its test pass: MLP-18 on digits, Adam, batch 20, with the
+  default ``grad_norm_every`` and with the diagnostics at every step; ``--copies`` copies of
+  each, and the hand-written copies against each other as the noise.
+- ``peer`` (scripts/bench_peer.py): the step alone on ResNet-110's parameters, bng's
+  per-tensor NG_adap (torch's SGD, momentum 0.9, ``block_normalize(mode="adap",
+  blocks="param")``) against pytorch_optimizer's ``LARS`` with the same rule; the LARS copies
+  against each other as the noise. Skipped, in one line, without pytorch_optimizer.
 
-    python3 scripts/bench_optim.py                       # all three parts, ~3-4 min on 2 cores
+    python3 scripts/bench_optim.py                       # all four parts, ~4-5 min on 2 cores
     python3 scripts/bench_optim.py --parts step --repeats 50
     python3 scripts/bench_optim.py --parts e2e --e2e-repeats 150 --e2e-copies 4 --models MLP-18
     python3 scripts/bench_optim.py --parts loop --epochs 20 --copies 4
+    python3 scripts/bench_optim.py --parts peer --threads 1 --clock cpu --repeats 120
 
 Targets (2-core CPU): step alone on ResNet-110, AdamNG/Adam <= 1.15 and SGDMNG/SGDM <= 1.25;
-end to end NG/base throughput >= 0.97; suite loop / hand loop throughput >= 0.98.
+end to end NG/base throughput >= 0.97; suite loop / hand loop throughput >= 0.98; NG_adap/LARS
+step time <= 0.95.
 """
 
 from __future__ import annotations
@@ -370,13 +369,14 @@ def positive(text: str) -> int:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--parts", nargs="*", default=["step", "e2e", "loop"],
-                        choices=["step", "e2e", "loop"])
+    parser.add_argument("--parts", nargs="*", default=["step", "e2e", "loop", "peer"],
+                        choices=["step", "e2e", "loop", "peer"])
     parser.add_argument("--threads", type=positive, default=2, help="torch.set_num_threads")
     parser.add_argument("--clock", choices=["wall", "cpu"], default="wall",
                         help="cpu: this process's CPU time (time.process_time), which leaves out "
                              "the time other processes hold the cores; meaningful with --threads 1")
-    parser.add_argument("--repeats", type=positive, default=40, help="steps per variant (step)")
+    parser.add_argument("--repeats", type=positive, default=40, help="steps per variant (step, "
+                        "peer)")
     parser.add_argument("--e2e-repeats", type=positive, default=10, help="steps per variant (e2e)")
     parser.add_argument("--e2e-copies", type=positive, default=2, help="separately built "
                         "copies of each variant (e2e)")
@@ -398,6 +398,10 @@ def main() -> None:
         bench_e2e(args.e2e_repeats, args.e2e_copies, args.e2e_pairs, args.models)
     if "loop" in args.parts:
         bench_loop(args.epochs, args.copies)
+    if "peer" in args.parts:
+        from bench_peer import bench_peer  # imports this module's helpers
+
+        bench_peer(args.repeats)
 
 
 if __name__ == "__main__":
