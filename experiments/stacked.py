@@ -36,7 +36,15 @@ from .io import RunLock, write_jsonl
 from .loops import EpochState, epoch_line
 from .schedule import build_schedule
 from .signals import StopRequest
-from .stacked_loop import StackedSums, StackedTask, epoch_metrics, evaluate, finite, train_epoch
+from .stacked_loop import (
+    StackedSums,
+    StackedTask,
+    epoch_metrics,
+    evaluate,
+    finite,
+    stack_tasks,
+    train_epoch,
+)
 from .stacked_member import (
     KEY,
     Member,
@@ -50,8 +58,7 @@ from .stacked_member import (
     start_files,
 )
 from .stacked_memory import check_fits
-from .stacked_model import StackedNet
-from .stacked_optim import ELEMENTWISE, member_state, stacked_optimizer
+from .stacked_optim import ELEMENTWISE, member_state
 
 
 def fallback_reason(cfg: DictConfig) -> str | None:
@@ -189,33 +196,12 @@ def _train_stacked(cfg: DictConfig, group: list[Member]) -> None:
 
 
 def _build(cfg: DictConfig, group: list[Member]) -> tuple[StackedTask, object]:
-    """The stacked net, optimizer and schedule, from the seeds' own (resumed) ones."""
-    nets = [m.task.net for m in group]
-    net = StackedNet(nets, [m.generator for m in group])
-    example = next(iter(group[0].task.data.test_batches(2)))[0]
-    net.record_dropout_shapes(example)
-    names = {id(p): name for name, p in nets[0].named_parameters()}
-    first = group[0].task
-    optimizer, plan = stacked_optimizer(first.optimizer,
-                                        [m.task.optimizer.state_dict() for m in group],
-                                        net.params, names, first.plan)
-    scheduler = build_schedule(optimizer, cfg.schedule)
+    """The stacked task and schedule, from the seeds' own (resumed) ones."""
+    task = stack_tasks([m.task for m in group], [m.generator for m in group])
+    scheduler = build_schedule(task.optimizer, cfg.schedule)
     scheduler.load_state_dict(group[0].scheduler.state_dict())
-    task = StackedTask(net=net, optimizer=optimizer, plan=plan,
-                       datasets=[m.task.data for m in group], device=first.device,
-                       batch_size=first.batch_size, log_every=first.log_every,
-                       grad_norm_every=first.grad_norm_every)
-    if scheduler.per_step:
+    if scheduler.per_step:                # a warm-up or inverse-time decay: after every step
         task.extra_step.append(scheduler.step_batch)
-    max_norm = getattr(nets[0], "max_norm", None)
-    if max_norm is not None:                  # Kim's constraint, on each seed's fc rows
-        weight = net.params["fc.weight"]      # (K, C, F)
-
-        def apply_max_norm() -> None:
-            with torch.no_grad():
-                rows = weight.view(-1, weight.shape[-1])
-                rows.copy_(torch.renorm(rows, p=2, dim=0, maxnorm=max_norm))
-        task.extra_step.append(apply_max_norm)
     return task, scheduler
 
 

@@ -16,9 +16,9 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
-from .loops import EpochState
+from .loops import EpochState, Task
 from .stacked_model import StackedNet
-from .stacked_optim import StackedBlocks
+from .stacked_optim import StackedBlocks, stacked_optimizer
 
 
 @dataclass
@@ -34,6 +34,33 @@ class StackedTask:
     log_every: int
     grad_norm_every: int
     extra_step: list[Callable[[], None]] = field(default_factory=list)
+
+
+def stack_tasks(tasks: list[Task], generators: list[torch.Generator]) -> StackedTask:
+    """One stacked task from K seeds' tasks (each built as its run builds it, maybe resumed):
+    their nets, optimizer states and data, and each seed's generator for its dropout masks."""
+    nets = [task.net for task in tasks]
+    net = StackedNet(nets, generators)
+    net.record_dropout_shapes(next(iter(tasks[0].data.test_batches(2)))[0])
+    names = {id(p): name for name, p in nets[0].named_parameters()}
+    first = tasks[0]
+    optimizer, plan = stacked_optimizer(first.optimizer,
+                                        [task.optimizer.state_dict() for task in tasks],
+                                        net.params, names, first.plan)
+    stacked = StackedTask(net=net, optimizer=optimizer, plan=plan,
+                          datasets=[task.data for task in tasks], device=first.device,
+                          batch_size=first.batch_size, log_every=first.log_every,
+                          grad_norm_every=first.grad_norm_every)
+    max_norm = getattr(nets[0], "max_norm", None)
+    if max_norm is not None:                  # Kim's constraint, on each seed's fc rows
+        weight = net.params["fc.weight"]      # (K, C, F)
+
+        def apply_max_norm() -> None:
+            with torch.no_grad():
+                rows = weight.view(-1, weight.shape[-1])
+                rows.copy_(torch.renorm(rows, p=2, dim=0, maxnorm=max_norm))
+        stacked.extra_step.append(apply_max_norm)
+    return stacked
 
 
 @dataclass
