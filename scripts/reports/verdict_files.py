@@ -6,20 +6,18 @@ or the folder: the same runs give the same bytes."""
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import math
 import sys
 from pathlib import Path
 
 from .grids import Artifact
-from .output import write_atomic
 from .paper_checks import paper_rows
 from .runs import Run
 from .stats import ROBUST_MIN_SEEDS, WIDE_BELOW
 from .verdict_rules import ClaimResult, Result
 from .verdicts import ClaimsError, evaluate, load_claims
+from .writer import markdown_table, write_atomic, write_table
 
 HOW_TO_READ = (
     "How to read: each claim is the paper's sentence, checked on the runs present, paired by "
@@ -98,20 +96,13 @@ def claim_record(claim: ClaimResult) -> dict:
             "comparisons": [comparison_record(r) for r in claim.results]}
 
 
-def to_json(claims: list[ClaimResult]) -> str:
-    return json.dumps([claim_record(c) for c in claims], indent=2, ensure_ascii=False) + "\n"
+def _columns(rows: list[dict]) -> tuple[list[str], list[list]]:
+    """(header, rows) of a list of records, for the one table writer; [] when there are none."""
+    header = list(rows[0]) if rows else []
+    return header, [[_round(row[key]) for key in header] for row in rows]
 
 
-def _csv(rows: list[dict]) -> str:
-    buffer = io.StringIO()
-    if rows:
-        writer = csv.DictWriter(buffer, fieldnames=list(rows[0]), lineterminator="\n")
-        writer.writeheader()
-        writer.writerows({k: _round(v) for k, v in row.items()} for row in rows)
-    return buffer.getvalue()
-
-
-def to_csv(claims: list[ClaimResult]) -> str:
+def comparison_rows(claims: list[ClaimResult]) -> list[dict]:
     """One row per comparison, with its claim's id, artifact, scale and qualified verdict."""
     rows = []
     for claim in claims:
@@ -126,11 +117,7 @@ def to_csv(claims: list[ClaimResult]) -> str:
                          "seeds_high": seeds[1],
                          **{key: "; ".join(map(str, record[key])) for key in
                             ("protocol", "diverged", "mixed", "conflicts", "warnings")}})
-    return _csv(rows)
-
-
-def _cells(*values) -> str:
-    return "| " + " | ".join(str(v).replace("|", "\\|") for v in values) + " |"
+    return rows
 
 
 def _effect_text(record: dict) -> str:
@@ -161,34 +148,33 @@ def _robust_text(item: dict) -> str:
     return f"perm p {_text(item['perm_p'], 3)}; boot [{_text(low)}, {_text(high)}]"
 
 
-def _claim_row(claim: ClaimResult, record: dict) -> str:
+SUMMARY_HEADER = ["claim", "verdict (protocol)", "measure", "n used of asked",
+                  "effect [95% CI]", "p (Holm)", "seeds for 80% power", "paper's own numbers",
+                  "secondary measure", "diverged / conflicts", "reason"]
+
+
+def _claim_row(record: dict) -> list[str]:
     own = record["paper_own"]
     secondary = record["secondary"]
     rests = "; ".join(filter(None, [
         f"diverged: {'; '.join(record['diverged'])}" if record["diverged"] else "",
         f"conflicting folders, not used: {'; '.join(record['conflicts'])}"
         if record["conflicts"] else ""]))
-    return _cells(record["id"], f"**{record['verdict']}** "
-                  f"{record['qualified'][len(record['verdict']):].strip()}",
-                  ", ".join(record["measure"]), _n_text(record), _effect_text(record),
-                  f"{_text(record['p'], 3)} (α {_text(record['alpha'], 3)})",
-                  _seeds_text(record["seeds_for_power"]),
-                  f"{own[0]} of {own[1]}" if own else "—",
-                  f"{secondary['verdict']} ({', '.join(secondary['measure'])})" if secondary
-                  else "—", rests or "—", record["reason"])
+    return [record["id"], f"**{record['verdict']}** "
+            f"{record['qualified'][len(record['verdict']):].strip()}",
+            ", ".join(record["measure"]), _n_text(record), _effect_text(record),
+            f"{_text(record['p'], 3)} (α {_text(record['alpha'], 3)})",
+            _seeds_text(record["seeds_for_power"]), f"{own[0]} of {own[1]}" if own else "—",
+            f"{secondary['verdict']} ({', '.join(secondary['measure'])})" if secondary else "—",
+            rests or "—", record["reason"]]
 
 
-def to_markdown(claims: list[ClaimResult], paper: list[dict], scales: set[str]) -> str:
+def to_markdown(records: list[dict], paper: list[dict], scales: set[str]) -> str:
     banner = ("QUICK SCALE (CPU-sized runs, one seed): these verdicts test the code path, not "
               "the paper. " if "quick" in scales else "")
     lines = ["# Verdicts: the claims of the paper's section 4, computed from the runs", "",
-             banner + HOW_TO_READ, "",
-             _cells("claim", "verdict (protocol)", "measure", "n used of asked",
-                    "effect [95% CI]", "p (Holm)", "seeds for 80% power",
-                    "paper's own numbers", "secondary measure", "diverged / conflicts",
-                    "reason"), "|---" * 11 + "|"]
-    records = [claim_record(c) for c in claims]
-    lines += [_claim_row(claim, record) for claim, record in zip(claims, records, strict=True)]
+             banner + HOW_TO_READ, ""]
+    lines += markdown_table(SUMMARY_HEADER, [_claim_row(r) for r in records], aligned=False)
     lines += ["", "## Each claim's comparisons", ""]
     for record in records:
         lines += _claim_section(record)
@@ -200,18 +186,17 @@ def _claim_section(record: dict) -> list[str]:
              f"> {record['claim']}", ""]
     if record["reading"]:
         lines += [f"Read as: {record['reading']}", ""]
-    lines += [_cells("comparison", "n used of asked", "effect [95% CI]", "p", "p (Holm)",
-                     "TOST p (± SESOI)", "robustness", "verdict", "seeds for 80% power",
-                     "reason"), "|---" * 10 + "|"]
+    header = ["comparison", "n used of asked", "effect [95% CI]", "p", "p (Holm)",
+              "TOST p (± SESOI)", "robustness", "verdict", "seeds for 80% power", "reason"]
+    rows = []
     for item in record["comparisons"]:
         power = (f"{_seeds_text(item['seeds_for_power'])} ({item['power_basis']})"
                  if item["seeds_for_power"] else item["power_basis"] or "")
         reason = "; ".join(filter(None, [item["reason"], *item["warnings"]]))
-        lines.append(_cells(item["comparison"], _n_text(item), _effect_text(item),
-                            _text(item["p"], 3), _text(item["p_holm"], 3),
-                            _text(item["tost_p"], 3), _robust_text(item), item["verdict"],
-                            power, reason))
-    return lines + [""]
+        rows.append([item["comparison"], _n_text(item), _effect_text(item),
+                     _text(item["p"], 3), _text(item["p_holm"], 3), _text(item["tost_p"], 3),
+                     _robust_text(item), item["verdict"], power, reason])
+    return lines + markdown_table(header, rows, aligned=False) + [""]
 
 
 def _paper_section(paper: list[dict]) -> list[str]:
@@ -223,33 +208,40 @@ def _paper_section(paper: list[dict]) -> list[str]:
              "tell. Each result carries the protocol it was computed on.", ""]
     if not paper:
         return lines + ["No table of the paper among the artifacts checked."]
-    lines += [_cells("table", "row", "column", "n used of asked", "ours", "interval", "paper",
-                     "p", "TOST p", "result (protocol)", "note"), "|---" * 11 + "|"]
+    header = ["table", "row", "column", "n used of asked", "ours", "interval", "paper", "p",
+              "TOST p", "result (protocol)", "note"]
+    rows = []
     for row in paper:
         interval = f"{row['interval']} [{_text(row['low'])}, {_text(row['high'])}]"
         printed = f"{row['paper']}" + (f" ± {row['paper_std']}" if row["paper_std"] else "")
-        lines.append(_cells(row["table"], row["row"], row["column"],
-                            f"{row['n']} of {row['asked']}", _text(row["mean"]), interval,
-                            printed, _text(row["p"], 3), _text(row["tost_p"], 3),
-                            row["qualified"], row["note"]))
-    return lines
+        rows.append([row["table"], row["row"], row["column"], f"{row['n']} of {row['asked']}",
+                     _text(row["mean"]), interval, printed, _text(row["p"], 3),
+                     _text(row["tost_p"], 3), row["qualified"], row["note"]])
+    return lines + markdown_table(header, rows, aligned=False)
 
 
 def render_verdicts(artifacts: dict[str, Artifact], runs: list[Run], out_dir: Path,
                     paper: dict, stem: str = "verdicts") -> list[Path]:
-    """Write `<out_dir>/tables/<stem>.{md,csv,json}`, `<stem>_paper.csv` and the forest plot
-    `<out_dir>/figures/<stem>.png`."""
+    """Write `<out_dir>/tables/<stem>.{md,tex,csv,json}` (tex: the claims' summary table; csv:
+    one row per comparison), `<stem>_paper.csv` and the forest plots under `<out_dir>/figures`."""
     from .forest import forest_plot
 
     data = load_claims()
     claims = evaluate(artifacts, runs, data)
+    records = [claim_record(c) for c in claims]
     rows = paper_rows(artifacts, runs, paper, data)
     scales = {a.scale for a in artifacts.values()}
     folder = Path(out_dir) / "tables"
-    written = [write_atomic(folder / f"{stem}.md", to_markdown(claims, rows, scales)),
-               write_atomic(folder / f"{stem}.csv", to_csv(claims)),
-               write_atomic(folder / f"{stem}.json", to_json(claims)),
-               write_atomic(folder / f"{stem}_paper.csv", _csv(rows))]
+    markdown = folder / f"{stem}.md"
+    write_atomic(markdown, to_markdown(records, rows, scales))
+    written = [markdown]
+    written += write_table(folder / stem, SUMMARY_HEADER, [_claim_row(r) for r in records],
+                           HOW_TO_READ, formats=("tex",), title="Verdicts")
+    written += write_table(folder / stem, *_columns(comparison_rows(claims)), formats=("csv",))
+    json_path = folder / f"{stem}.json"
+    write_atomic(json_path, json.dumps(records, indent=2, ensure_ascii=False) + "\n")
+    written += [json_path]
+    written += write_table(folder / f"{stem}_paper", *_columns(rows), formats=("csv",))
     return written + forest_plot(claims, data, Path(out_dir) / "figures" / stem)
 
 
