@@ -135,8 +135,8 @@ def block_norms(tensors: list[Tensor], index: BlockIndex) -> Tensor:
             wider = None if large[0].dtype == index.dtype else index.dtype
             parts.insert(0, torch.stack(torch._foreach_norm(large, dtype=wider)))
         flat = torch.cat(parts) if small else parts[0]  # (L+N,), new: squared in place
-        # In the index's dtype before squaring: half precision would overflow.
-        flat = flat.to(device=index.device, dtype=index.dtype, non_blocking=True)
+        if group.cast:  # into the index's dtype before squaring: half precision would overflow
+            flat = flat.to(device=index.device, dtype=index.dtype, non_blocking=True)
         squared.index_add_(0, group.part_blocks, flat.square_())
     return squared.sqrt_()
 
