@@ -26,6 +26,23 @@ from models.mlp import MLP
 ACTIVATIONS = {nn.Sigmoid: torch.sigmoid, nn.ReLU: torch.relu, nn.Tanh: torch.tanh}
 
 
+class StackedLinear(torch.autograd.Function):
+    """K Linear layers at once: (K, B, in) @ (K, out, in)^T + (K, 1, out). Its own backward
+    gives the weight's gradient as one (K, out, in) bmm; autograd's through a transposed view
+    would leave a transposed gradient that the accumulation then copies, layer by layer."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor, weight: Tensor, bias: Tensor) -> Tensor:
+        ctx.save_for_backward(x, weight)
+        return torch.baddbmm(bias.unsqueeze(1), x, weight.transpose(1, 2))
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> tuple[Tensor | None, Tensor, Tensor]:
+        x, weight = ctx.saved_tensors
+        grad_x = torch.bmm(grad, weight) if ctx.needs_input_grad[0] else None
+        return grad_x, torch.bmm(grad.transpose(1, 2), x), grad.sum(1)
+
+
 class MaskDropout(nn.Module):
     """Dropout whose mask is a buffer the stacked forward passes in: (B, *features) per member,
     already scaled by 1 / (1 - p). Identity in eval mode, as nn.Dropout."""
@@ -100,15 +117,17 @@ class StackedNet:
                 handle.remove()
 
     def _masks(self, batch: int) -> dict[str, Tensor]:
-        """(K, B, *features) mask per dropout, each member's drawn from its own generator as
-        F.dropout draws it on a CPU: empty_like(input).bernoulli_(1 - p), then / (1 - p)."""
+        """(K, B, *features) mask per dropout, each member's drawn from its own (CPU) generator
+        as F.dropout draws it on a CPU: empty_like(input).bernoulli_(1 - p), then / (1 - p).
+        On a GPU, F.dropout's fused kernel draws from the CUDA generator instead: there the
+        masks are each seed's own and valid, but not its separate run's."""
         masks = {}
+        device = next(iter(self.params.values())).device
         for name, p in self.dropouts.items():
             shape = (batch, *self.feature_shapes[name])
-            device = next(iter(self.params.values())).device
             masks[f"{name}.mask"] = torch.stack([
-                torch.empty(shape, device=device).bernoulli_(1 - p, generator=gen).div_(1 - p)
-                for gen in self.generators])
+                torch.empty(shape).bernoulli_(1 - p, generator=gen).div_(1 - p)
+                for gen in self.generators]).to(device, non_blocking=True)
         return masks
 
     def __call__(self, x: Tensor, shared_input: bool = False,
@@ -173,7 +192,7 @@ class StackedNet:
             if isinstance(layer, nn.Linear):
                 weight = self.params[f"layers.{index}.weight"]                    # (K, out, in)
                 bias = self.params[f"layers.{index}.bias"]                        # (K, out)
-                hidden = torch.baddbmm(bias.unsqueeze(1), hidden, weight.transpose(1, 2))
+                hidden = StackedLinear.apply(hidden, weight, bias)
             else:
                 hidden = ACTIVATIONS[type(layer)](hidden)
         return hidden

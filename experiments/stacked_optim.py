@@ -51,8 +51,9 @@ class StackedBlocks:
         squared = torch.zeros(size, self.num_blocks, device=self.blocks.device, dtype=self.dtype)
         present = [k for k, t in enumerate(tensors) if t is not None]
         if present:
-            parts = torch.stack([tensors[k].detach().flatten(1).to(self.dtype).square().sum(1)
-                                 for k in present], dim=1)                          # (K, P)
+            parts = torch.stack([torch.linalg.vector_norm(tensors[k].detach().reshape(size, -1),
+                                                          dim=1, dtype=self.dtype)
+                                 for k in present], dim=1).square_()                # (K, P)
             squared.index_add_(1, self.blocks[present], parts)
         return squared.sqrt_()
 

@@ -14,7 +14,7 @@ the MLPs, RT sentences (vocabulary 18,766, 5-56 tokens, batch 50) for Kim's CNN,
 (3x32x32, the crop-and-flip augmentation, batch 128) for the ResNets. The speedup is the median
 over repetitions of separate / stacked epoch time; seeds x epochs per second are K / median time.
 
-    python scripts/bench_stack.py --models MLP-18 --seeds 10 --threads 1
+    python scripts/bench_stack.py --models MLP-18 --seeds 10 --threads 1 --clock cpu
     python scripts/bench_stack.py --models KimCNN ResNet-20 --seeds 4 --threads 1 --batches 3
 
 Target (2-core CPU, one thread): MLP-18 at K = 10 stacked >= 2x the separate runs.
@@ -24,7 +24,9 @@ from __future__ import annotations
 
 import argparse
 import copy
+import json
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -127,12 +129,15 @@ def stacked_epoch(tasks: list) -> Callable[[], None]:
     return run
 
 
-def bench(name: str, seeds: int, batches: int, repeats: int, device: torch.device) -> dict:
+def bench(name: str, seeds: int, batches: int, repeats: int, device: torch.device,
+          batch_size: int | None = None, clock: Callable[[], float] = time.perf_counter) -> dict:
     cfg = config(name)
+    if batch_size is not None:
+        cfg.batch_size = batch_size
     variants = {"separate": separate_epoch(seed_tasks(cfg, seeds, batches, device)),
                 "stacked": stacked_epoch(seed_tasks(cfg, seeds, batches, device)),
                 "separate-again": separate_epoch(seed_tasks(cfg, seeds, batches, device))}
-    timing = interleaved(variants, repeats=repeats, warmup=1)
+    timing = interleaved(variants, repeats=repeats, warmup=1, clock=clock)
     return {"model": name, "seeds": seeds, "batches": batches,
             "separate": seeds / timing["separate"], "stacked": seeds / timing["stacked"],
             "speedup": timing.ratio("separate", "stacked"),
@@ -149,11 +154,18 @@ def positive(text: str) -> int:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--models", nargs="+", choices=list(MODELS), default=["MLP-18"])
-    parser.add_argument("--seeds", type=positive, default=10, help="K, the seeds stacked")
+    parser.add_argument("--seeds", type=positive, nargs="+", default=[10],
+                        help="K, the seeds stacked (several: one row each)")
     parser.add_argument("--batches", type=positive, default=20, help="training batches an epoch")
     parser.add_argument("--repeats", type=positive, default=5, help="interleaved repetitions")
     parser.add_argument("--threads", type=positive, default=1, help="torch threads, all variants")
     parser.add_argument("--device", default="cpu", help="cpu or cuda")
+    parser.add_argument("--batch-size", type=positive, default=None,
+                        help="instead of the paper's (a tiny check of the script)")
+    parser.add_argument("--json", action="store_true", help="one JSON object a row instead")
+    parser.add_argument("--clock", choices=("wall", "cpu"), default="wall",
+                        help="cpu: this process's CPU time, without the time others hold the "
+                             "cores (one thread only; a GPU's work is not CPU time)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
@@ -161,14 +173,23 @@ def main() -> None:
         print("error: --device cuda, and no CUDA device is visible; use --device cpu",
               file=sys.stderr)
         sys.exit(2)
-    print(f"# {args.threads} thread(s) on {device}, {args.repeats} interleaved repetitions; "
-          "seeds x epochs/s = K / median epoch time; noise = separate code against itself")
-    print("| model | K | batches/epoch | separate seeds x epochs/s | stacked | speedup | noise |")
-    print("|---|---|---|---|---|---|---|")
+    clock = time.process_time if args.clock == "cpu" else time.perf_counter
+    if not args.json:
+        print(f"# {args.threads} thread(s) on {device}, {args.clock} clock, "
+              f"{args.repeats} interleaved repetitions; "
+              "seeds x epochs/s = K / median epoch time; noise = separate code against itself")
+        print("| model | K | batches/epoch | separate seeds x epochs/s | stacked | speedup | "
+              "noise |")
+        print("|---|---|---|---|---|---|---|")
     for name in args.models:
-        row = bench(name, args.seeds, args.batches, args.repeats, device)
-        print(f"| {name} | {row['seeds']} | {row['batches']} | {row['separate']:.3f} | "
-              f"{row['stacked']:.3f} | {row['speedup']:.2f}x | {row['noise']:.3f} |", flush=True)
+        for seeds in args.seeds:
+            row = bench(name, seeds, args.batches, args.repeats, device, args.batch_size, clock)
+            if args.json:
+                print(json.dumps(row), flush=True)
+                continue
+            print(f"| {name} | {row['seeds']} | {row['batches']} | {row['separate']:.3f} | "
+                  f"{row['stacked']:.3f} | {row['speedup']:.2f}x | {row['noise']:.3f} |",
+                  flush=True)
 
 
 if __name__ == "__main__":

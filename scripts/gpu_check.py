@@ -12,6 +12,8 @@ with a time cap, all inside one wall-clock budget (default 460 s, under 8 minute
   ddp          `torchrun --nproc_per_node=N run.py ...` (N = visible GPUs) for one epoch on
                fixture CIFAR files
   concurrency  1, 4, 2 and 8 ResNet-20 training processes at once on one GPU, then ResNet-56
+  stacked      K = 1, 4, 8 seeds stacked in one process against K separate seeds
+               (scripts/bench_stack.py): MLP-18, ResNet-20, ResNet-56
   compile      the paper models' training step under torch.compile (what is left of the budget)
 
 A step that overruns its cap is killed and recorded as such; the next step runs. After every
@@ -45,7 +47,7 @@ REPO = HERE.parent
 
 BUDGET = 460.0                               # seconds for all steps: under 8 minutes
 CAPS = {"env": 20, "measure": 110, "pytest": 180, "ddp": 60, "concurrency": 70,
-        "compile": 240}   # seconds at the default budget, scaled with --budget; the budget bounds all
+        "stacked": 90, "compile": 240}   # seconds at the default budget, scaled with --budget; the budget bounds all
 STEPS = tuple(CAPS)
 MIN_START = 12                                # a step needs this much budget left to start
 PAPER = [  # bench name, batch, per-item shape: the paper's settings (configs/dataset, model)
@@ -98,7 +100,7 @@ class Check:
                             "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                             "finished": None, "steps": {}, "env": {}, "throughput": [],
                             "data": None, "optim": None, "pytest": [], "ddp": None,
-                            "concurrency": {}, "command": " ".join(sys.argv)}
+                            "concurrency": {}, "stacked": {}, "command": " ".join(sys.argv)}
 
     def left(self) -> float:
         return self.deadline - time.monotonic()
@@ -210,6 +212,29 @@ class Check:
             "; ".join(f"{n}: best {v.get('best')} processes, x{v.get('speedup', 1):.2f}"
                       for n, v in found.items())
 
+    def stacked(self, deadline: float) -> tuple[str, str]:
+        """Seeds x epochs per second, K seeds stacked against K separate, per model and K."""
+        models, seeds = ("MLP-18", "ResNet-20", "ResNet-56"), ("1", "4", "8")
+        extra = ["--batches", "4", "--repeats", "3"]
+        if self.tiny:
+            models, seeds = ("MLP-18", "ResNet-20"), ("1", "2")
+            extra = ["--batches", "1", "--repeats", "1", "--batch-size", "4"]
+        found = self.state["stacked"]
+        for name in models:
+            cmd = [sys.executable, str(HERE / "bench_stack.py"), "--models", name, "--seeds",
+                   *seeds, "--device", self.device, "--json", *extra]
+            code, output = run_logged(cmd, dict(os.environ, PYTHONUNBUFFERED="1"), deadline,
+                                      self.out / "logs" / f"stacked-{name}.log")
+            rows = [json.loads(line) for line in output.splitlines() if line.startswith("{")]
+            if rows:
+                found[name.lower().replace("-", "")] = stacked_entry(rows)
+                self.save()
+            if code is None:
+                break
+        done = sum(len(v["rows"]) for v in found.values())
+        return ("ok" if done == len(models) * len(seeds) else "partial"), \
+            "; ".join(f"{n}: x{v['speedup']:.2f} at K={v['best']}" for n, v in found.items())
+
     def pytest(self, deadline: float) -> tuple[str, str]:
         env = dict(os.environ, PYTHONUNBUFFERED="1")
         if self.device == "cpu":
@@ -257,6 +282,14 @@ class Check:
         note = "" if procs > 1 else " (one process: the engine forms no process group)"
         return ("ok" if ok else "failed"), \
             f"{procs} process(es), exit {code}, run {summary.get('status')}{note}"
+
+
+def stacked_entry(rows: list[dict]) -> dict:
+    """One model's bench_stack rows as the projection reads them: each K's row, and the K with
+    the largest speedup (separate / stacked epoch time)."""
+    best = max(rows, key=lambda row: row["speedup"])
+    return {"mode": "fp32", "rows": {str(row["seeds"]): row for row in rows},
+            "best": best["seeds"], "speedup": best["speedup"]}
 
 
 def _nccl_version() -> str:

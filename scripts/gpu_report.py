@@ -187,7 +187,7 @@ def makespan(hours: list[float], gpus: int) -> float:
 
 def project(results: list[dict], *, data_rate: float | None = None,
             concurrency: dict[str, dict] | None = None, gpus: tuple[int, ...] = (1, 8),
-            config_dir: Path = CONFIG_DIR) -> dict:
+            config_dir: Path = CONFIG_DIR, stacked: dict[str, dict] | None = None) -> dict:
     """Per artifact: cells, epochs, GPU-hours (configs' fp32 eager and fastest measured mode),
     wall hours on each GPU count, and the GPU-hours with the measured best number of
     concurrent cells per GPU where that was measured (small ResNets)."""
@@ -220,15 +220,19 @@ def project(results: list[dict], *, data_rate: float | None = None,
             if concurrency and not missing:
                 row[label]["gpu_hours_concurrent"] = _with_concurrency(cells, costs, data_rate,
                                                                        concurrency)
+            if stacked and not missing:       # each config's seeds stacked `best` at a time
+                row[label]["gpu_hours_stacked"] = _with_concurrency(cells, costs, data_rate,
+                                                                    stacked)
         seen.update(cell_key(c) for c in cells)
         rows.append(row)
-    rows.append(_total_row(rows, tables, data_rate, concurrency, gpus, config_dir))
+    rows.append(_total_row(rows, tables, data_rate, concurrency, gpus, config_dir, stacked))
     return {"artifacts": rows, "gpus": list(gpus), "data_rate": data_rate,
             "concurrency": concurrency or {}}
 
 
 def _total_row(rows: list[dict], tables: dict, data_rate: float | None,
-               concurrency: dict | None, gpus: tuple[int, ...], config_dir: Path) -> dict:
+               concurrency: dict | None, gpus: tuple[int, ...], config_dir: Path,
+               stacked: dict | None = None) -> dict:
     """Every artifact at once, each distinct run counted once."""
     distinct = {cell_key(c): c for artifact in ARTIFACTS for c in _cells(artifact, config_dir)}
     cells = list(distinct.values())
@@ -246,6 +250,9 @@ def _total_row(rows: list[dict], tables: dict, data_rate: float | None,
         if concurrency and not missing:
             total[label]["gpu_hours_concurrent"] = _with_concurrency(cells, tables[label],
                                                                      data_rate, concurrency)
+        if stacked and not missing:
+            total[label]["gpu_hours_stacked"] = _with_concurrency(cells, tables[label],
+                                                                  data_rate, stacked)
     return total
 
 
@@ -278,8 +285,9 @@ def render_markdown(projection: dict) -> list[str]:
         lines += [f"#### {title}", "",
                   "| artifact | cells | epochs | GPU-hours | "
                   + " | ".join(f"wall h, {g} GPU{'s' if g > 1 else ''}" for g in gpus)
-                  + " | concurrent cells: GPU-hours | notes |",
-                  "| --- | ---: | --- | ---: | " + " | ".join("---:" for _ in gpus) + " | ---: | --- |"]
+                  + " | concurrent cells: GPU-hours | stacked seeds: GPU-hours | notes |",
+                  "| --- | ---: | --- | ---: | " + " | ".join("---:" for _ in gpus)
+                  + " | ---: | ---: | --- |"]
         for row in projection["artifacts"]:
             entry = row[label]
             notes = []
@@ -292,11 +300,13 @@ def render_markdown(projection: dict) -> list[str]:
             if label == "best" and entry["modes"]:
                 notes.append("modes " + ", ".join(entry["modes"]))
             concurrent = entry.get("gpu_hours_concurrent")
+            stacked = entry.get("gpu_hours_stacked")
             lines.append(
                 f"| {row['artifact']} | {row['cells']} | {'/'.join(map(str, row['epochs']))} | "
                 f"{_hours(entry['gpu_hours'])} | "
                 + " | ".join(_hours(entry["wall_hours"][str(g)]) for g in gpus)
                 + f" | {_hours(concurrent) if concurrent is not None else 'not measured'} | "
+                f"{_hours(stacked) if stacked is not None else 'not measured'} | "
                 f"{'; '.join(notes)} |")
         lines.append("")
     return lines
@@ -385,6 +395,13 @@ def render(state: dict) -> str:
                         else ""))
     if not state.get("concurrency"):
         lines.append("not measured")
+    lines += ["", "## Stacked seeds in one process (fp32, eager; scripts/bench_stack.py)", ""]
+    for name, entry in (state.get("stacked") or {}).items():
+        lines.append(f"- {name}: " + ", ".join(
+            f"K={k}: {r['separate']:.2f} -> {r['stacked']:.2f} seeds x epochs/s "
+            f"(x{r['speedup']:.2f}, noise {r['noise']:.3f})" for k, r in entry["rows"].items()))
+    if not state.get("stacked"):
+        lines.append("not measured")
     failed = [t["test"] for t in state.get("pytest", []) if t["outcome"] in ("FAILED", "ERROR")]
     lines += ["", "## pytest -m cuda", "",
               f"{len(state.get('pytest', []))} tests reported; failed: "
@@ -392,10 +409,13 @@ def render(state: dict) -> str:
               _ddp_line(state.get("ddp")), "", "## Projected GPU-hours per artifact", "",
               "One process per GPU; wall hours place the sweep's independent cells on the GPUs "
               "longest first. The ImageNet data loader (JPEG decoding on the CPU) is not "
-              "measured: Table 3 assumes it keeps up.", ""]
+              "measured: Table 3 assumes it keeps up. Stacked seeds: each config's seeds "
+              "trained `stack_seeds=K` at a time, at the measured best K's speedup (other "
+              "models one seed a process).", ""]
     if ok_rows:
         lines += render_markdown(project(ok_rows, data_rate=data_rate,
-                                         concurrency=concurrency, gpus=tuple(gpus)))
+                                         concurrency=concurrency, gpus=tuple(gpus),
+                                         stacked=state.get("stacked") or None))
     else:
         lines.append("nothing to project from: no throughput was measured")
     return "\n".join(lines) + "\n"
