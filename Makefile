@@ -1,11 +1,12 @@
 # bng-suite: the user's verbs. `make help` lists them.
 # Where the suite is installed: a project virtual environment, .venv/, unless PYTHON names an
 # interpreter of your own (make test PYTHON=~/envs/ml/bin/python), which is then used as it is.
-# .venv sees the packages of the Python it is made from (--system-site-packages): a torch that is
-# already there is used, not downloaded again (4-6 GB), and whatever is missing goes into .venv,
-# never into that Python. uv makes it when uv is on the PATH, else python3 -m venv and pip. Made
-# from scratch on the reference 2-core machine (nothing reused: torch's default build, 6.0 GB)
-# pip took 17 min; reusing the torch of its Python, 3 min (both under a load average of 7-10).
+# When python3 has a torch, .venv is made by python3 -m venv --system-site-packages and filled by
+# pip: that torch is used, not downloaded again (4-6 GB), and whatever is missing goes into .venv,
+# never into python3. Without one, everything must be fetched, and uv does that fastest where it
+# is on the PATH (uv ignores python3's packages, so it would fetch ~3 GB even when python3 has
+# them). Measured on the reference 2-core machine under a load average of 7-10: reusing python3's
+# torch, 3 min; from scratch with pip (torch's default build, 6.0 GB in .venv), 17 min.
 VENV        ?= .venv
 BASE_PYTHON ?= python3
 ifeq ($(origin PYTHON),undefined)
@@ -13,6 +14,7 @@ ifeq ($(origin PYTHON),undefined)
   OWN_VENV := 1
 endif
 UV     := $(shell command -v uv 2>/dev/null)
+HAS_TORCH := import importlib.util, sys; sys.exit(importlib.util.find_spec('torch') is None)
 ARGS   ?=
 SCALE  ?= full
 # Installed once: `make install` is skipped while the stamp is newer than pyproject.toml.
@@ -38,9 +40,15 @@ help:
 
 $(STAMP): pyproject.toml
 ifdef OWN_VENV
-	@echo "[install] the suite, its dev tools and (unless $(BASE_PYTHON) has one) torch's default build into $(VENV)/ with $(if $(UV),uv,pip): README, 'Install'"
-	@test -x $(PYTHON) || $(if $(UV),uv venv -q --system-site-packages --python $(BASE_PYTHON) $(VENV),$(BASE_PYTHON) -m venv --system-site-packages $(VENV))
-	$(if $(UV),uv pip install -q --python $(PYTHON),$(PYTHON) -m pip install -q) -e ".[suite,dev]"
+	@set -e; if [ -n "$(UV)" ] && ! $(BASE_PYTHON) -c "$(HAS_TORCH)" 2>/dev/null; then \
+	  echo "[install] the suite, its dev tools and torch's default build into $(VENV)/ with uv"; \
+	  test -x $(PYTHON) || uv venv -q --python $(BASE_PYTHON) $(VENV); \
+	  uv pip install -q --python $(PYTHON) -e ".[suite,dev]"; \
+	else \
+	  echo "[install] the suite and its dev tools into $(VENV)/ with pip (torch's default build too, unless $(BASE_PYTHON) has a torch)"; \
+	  test -x $(PYTHON) || $(BASE_PYTHON) -m venv --system-site-packages $(VENV); \
+	  $(PYTHON) -m pip install -q -e ".[suite,dev]"; \
+	fi
 else
 	$(PYTHON) -m pip install -q -e ".[suite,dev]"
 endif

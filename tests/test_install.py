@@ -22,8 +22,10 @@ def _make(*args: str) -> subprocess.CompletedProcess:
 
 def test_make_installs_into_the_projects_venv_by_default():
     lines = _make("-n", "-W", "pyproject.toml", "test").stdout.splitlines()
-    assert "test -x .venv/bin/python || python3 -m venv --system-site-packages .venv" in lines
-    assert '.venv/bin/python -m pip install -q -e ".[suite,dev]"' in lines
+    script = "\n".join(lines[:-1])
+    assert "test -x .venv/bin/python || python3 -m venv --system-site-packages .venv" in script
+    assert '.venv/bin/python -m pip install -q -e ".[suite,dev]"' in script
+    assert "uv venv -q --python python3 .venv" in script       # only without a torch to reuse
     assert lines[-1] == ".venv/bin/python -m pytest -q"
 
 
