@@ -15,7 +15,8 @@ import yaml
 
 from reports import cli, grids
 from reports.expected import IGNORED, UNKNOWN, compose
-from reports.grids import ARTIFACTS, find_run, pending_runs
+from reports.grids import find_run, pending_runs
+from reports.registry import artifacts, demo_artifacts
 from reports.runs import load_runs
 from tests.test_reports import run_config, write_run
 
@@ -51,7 +52,7 @@ def test_a_shorter_run_never_fills_a_cell_and_is_listed(tmp_path, capsys):
 @pytest.mark.parametrize("key", ["batch_size", "optim.momentum", "dataset.limit"])
 def test_every_key_that_decides_a_result_is_compared(tmp_path, key):
     demo_run(tmp_path, "sgdm", extra=f"{key}=7", changes={key: 7})
-    artifact = grids.demo_artifacts()["demo_table"]
+    artifact = demo_artifacts()["demo_table"]
     cell = artifact.grids[0].cell("digits", "mlp6", "sgdm")
     runs = load_runs(tmp_path)
     assert find_run(runs, cell, 1) is None
@@ -62,7 +63,7 @@ def test_identity_exempt_keys_do_not_split_a_cell(tmp_path):
     changes = {"device": "cuda:3", "data_root": "/elsewhere", "grad_norm_every": 1,
                "dataset.verify_md5": False, "log_every": 5, "dataset.vocab_size": 99}
     demo_run(tmp_path, changes=changes)
-    cell = grids.demo_artifacts()["demo_table"].grids[0].cell("digits", "mlp6", "adam")
+    cell = demo_artifacts()["demo_table"].grids[0].cell("digits", "mlp6", "adam")
     assert find_run(load_runs(tmp_path), cell, 1) is not None
 
 
@@ -111,7 +112,7 @@ def test_table4_counts_only_its_own_runs_at_the_epochs_it_is_told(tmp_path):
 
 
 def test_damaged_files_are_listed_and_the_report_goes_on(tmp_path, capsys):
-    table1 = ARTIFACTS["table1"].optims
+    table1 = artifacts()["table1"].optims
     damaged = {}
     for optim in table1:
         run_dir = write_run(tmp_path, "cifar10", "resnet20", optim, 1, accs=[0.5, 0.9])
@@ -145,7 +146,7 @@ def test_resume_commands_name_the_folder_read_and_no_other_machines_paths(tmp_pa
     summary = json.loads((run_dir / "summary.json").read_text())
     summary["run_dir"] = "/their/results/runs/rt/kimcnn/adam/epochs=10/seed1"
     (run_dir / "summary.json").write_text(json.dumps(summary))
-    artifact = ARTIFACTS["table4"].adapt(seeds=(1,), run_args="epochs=10")
+    artifact = artifacts()["table4"].adapt(seeds=(1,), run_args="epochs=10")
     pending = pending_runs(artifact, load_runs(tmp_path), str(tmp_path), "epochs=10")
     resume = next(p for p in pending if p.cell.optim == "adam")
     assert resume.state == "interrupted"
@@ -199,14 +200,14 @@ def test_the_reports_exempt_keys_are_the_engines():
 
 def test_dead_demo_optimizer_list_is_gone():
     assert not hasattr(grids, "DEMO_OPTIMS")
-    assert grids.demo_artifacts()["demo_table"].optims == tuple(
+    assert demo_artifacts()["demo_table"].optims == tuple(
         yaml.safe_load((ROOT / "configs/experiment/demo.yaml").read_text())["hydra"]["sweeper"]
         ["params"]["optim"].split(","))
 
 
 def test_a_run_without_a_readable_config_is_not_counted(tmp_path):
     demo_run(tmp_path, meta=False)
-    artifact = grids.demo_artifacts()["demo_table"]
+    artifact = demo_artifacts()["demo_table"]
     runs = load_runs(tmp_path)
     assert find_run(runs, artifact.grids[0].cell("digits", "mlp6", "adam"), 1) is None
     listed = {p.cell.optim: p for p in pending_runs(artifact, runs) if p.cell.model == "mlp6"}
@@ -223,7 +224,7 @@ def test_the_cells_config_is_the_one_the_engine_resolves(tmp_path):
                            f"out_dir={tmp_path}", "device=cpu"], cwd=ROOT, env=env,
                           capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stdout + done.stderr
-    artifact = grids.demo_artifacts()["demo_table"]
+    artifact = demo_artifacts()["demo_table"]
     runs = load_runs(tmp_path)
     listed = {p.cell.optim: p for p in pending_runs(artifact, runs) if p.cell.model == "mlp6"}
     assert listed["adam"].detail.startswith("epochs 2 (expected 30) ")

@@ -12,8 +12,8 @@ from test_reports import write_run
 
 from reports.aggregate import best_percent
 from reports.formatting import load_paper
-from reports.grids import ARTIFACTS
 from reports.readings import Reading, readings_table
+from reports.registry import artifacts
 from reports.runs import load_runs
 from reports.sensitivity import render_lr, render_readings
 from reports.verdicts import evaluate, load_claims
@@ -40,7 +40,7 @@ def _adam_family(root: Path) -> None:
 
 def test_lr_table_cells_counts_and_last_epoch_mark(tmp_path: Path):
     _adam_family(tmp_path)
-    artifact = ARTIFACTS["table4_lr"].adapt(seeds=SEEDS)
+    artifact = artifacts()["table4_lr"].adapt(seeds=SEEDS)
     paths = render_lr(artifact, load_runs(tmp_path), tmp_path, load_paper())
     rows = _rows(tmp_path / "tables" / "table4_lr.md")
     adam, adamng = rows["Adam"], rows["AdamNG"]
@@ -58,7 +58,7 @@ def test_lr_table_ignores_runs_of_another_config(tmp_path: Path):
     for seed in SEEDS:    # a 2-epoch Adam run at x 3 is not the x 3 cell's (150 epochs)
         write_run(tmp_path, "rt", "kimcnn", "adam", seed, accs=[0.9, 0.9],
                   extra="epochs=2,optim.lr=3e-3", experiment="table4_lr_adam")
-    render_lr(ARTIFACTS["table4_lr"].adapt(seeds=SEEDS), load_runs(tmp_path), tmp_path,
+    render_lr(artifacts()["table4_lr"].adapt(seeds=SEEDS), load_runs(tmp_path), tmp_path,
               load_paper())
     assert _rows(tmp_path / "tables" / "table4_lr.md")["Adam"][4] == "—"
 
@@ -70,7 +70,7 @@ def test_readings_table_pairs_seeds_for_the_ng_rows(tmp_path: Path):
                   extra="model.net.max_norm=3.0", experiment="table4_kim")
         write_run(tmp_path, "rt", "kimcnn", "adamng", seed, accs=[normalized],
                   extra="model.net.max_norm=3.0", experiment="table4_kim")
-    render_readings(ARTIFACTS["table4_readings"].adapt(seeds=SEEDS), load_runs(tmp_path),
+    render_readings(artifacts()["table4_readings"].adapt(seeds=SEEDS), load_runs(tmp_path),
                     tmp_path, load_paper())
     rows = _rows(tmp_path / "tables" / "table4_readings.md")
     assert rows["Adam"][:3] == ["—", "70.00 ± 1.00", "—"]
@@ -90,13 +90,13 @@ def test_difference_rows_pair_seeds_as_the_verdicts_do(tmp_path: Path):
                   status="running" if seed == 4 else "completed")
     seeds = tuple(range(1, 6))
     runs = load_runs(tmp_path)
-    render_readings(ARTIFACTS["table4_readings"].adapt(seeds=seeds), runs, tmp_path,
+    render_readings(artifacts()["table4_readings"].adapt(seeds=seeds), runs, tmp_path,
                     load_paper())
     shown = _rows(tmp_path / "tables" / "table4_readings.md")["AdamNG − Adam"][0]
     data = load_claims()
     data["claims"] = [{"id": "ng-beats-base", "artifact": "table4", "quote": "q", "compare": [
         {"kind": "above", "a": "adamng", "b": "adam", "metric": "best_val_acc"}]}]
-    [claim] = evaluate({"table4": ARTIFACTS["table4"].adapt(seeds=seeds)}, runs, data)
+    [claim] = evaluate({"table4": artifacts()["table4"].adapt(seeds=seeds)}, runs, data)
     effect = claim.results[0].effect
     assert effect.n == 3 and round(effect.mean, 6) == round(100 * (0.04 + 0.01 + 0.06) / 3, 6)
     assert shown == f"{effect.mean:+.2f} [{effect.low:+.2f}, {effect.high:+.2f}] (n=3)"
@@ -105,7 +105,7 @@ def test_difference_rows_pair_seeds_as_the_verdicts_do(tmp_path: Path):
 def test_readings_table_marks_a_reading_without_the_optimizer_na():
     """No runs: every cell empty ("—"), a difference over no seeds "(n=0)"; a reading whose grids
     lack the optimizer "n/a"; a missing paper number "—", and so its gap."""
-    table4 = ARTIFACTS["table4"].grids[0]
+    table4 = artifacts()["table4"].grids[0]
     readings = [Reading("all", (table4,), (1, 2)),
                 Reading("Adam only", (replace(table4, optims=("adam",)),), (1, 2))]
     header, rows = readings_table([], readings, [("Accuracy", best_percent("test_acc"))],

@@ -8,7 +8,7 @@ from pathlib import Path
 import yaml
 
 from reports import cli
-from reports.grids import ARTIFACTS
+from reports.registry import artifacts
 from reports.runs import load_runs
 from reports.targets import base_of, build_rows
 from tests.test_reports import run_config
@@ -42,7 +42,7 @@ def test_epochs_and_seconds_to_the_base_optimizers_level(tmp_path):
     write_run(tmp_path, "adamng", 2, [1.0, 0.9, 0.5, 0.3], [0.6, 0.7, 0.6, 0.6], seconds=3.0)
     # SGDM's run is unfinished: no SGDM targets are set.
     write_run(tmp_path, "sgdm", 1, [2.0], [0.5], status="running")
-    artifact = ARTIFACTS["table4"].adapt(seeds=(1, 2))
+    artifact = artifacts()["table4"].adapt(seeds=(1, 2))
     rows = build_rows(artifact, load_runs(tmp_path))
     loss_rows = {r["optimizer"]: r for r in rows if r["target"].startswith("train_loss")}
     acc_rows = {r["optimizer"]: r for r in rows if r["target"].startswith("test_acc")}

@@ -9,32 +9,12 @@ import sys
 import time
 import traceback
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from . import sensitivity
-from .diagnostics import render_diagnostics
-from .figures import render_figure
-from .formatting import load_paper
-from .grids import (
-    ARTIFACTS,
-    Artifact,
-    demo_artifacts,
-    format_damaged,
-    format_pending,
-    mixed_commit_lines,
-    pending_runs,
-)
-from .output import write_atomic
-from .runs import load_runs
-from .tables import render_table
-from .targets import render_targets
-from .tuning import render_readings, render_tuning
-from .verdict_files import report_verdicts, verdict_lines
+from .registry import KINDS, REGISTRY, TARGETS, artifacts, demo_artifacts, names, renderers
 
-TARGETS = ["table1", "table2", "table3", "table4", "figure1", "figure2", "figure3",
-           "diagnostics", "tune_adam_lr", "tune_clip_threshold", "tune_adap_alpha",
-           "ablation_bn_blocks", "ablation_clip_global", "ablation_imagenet_decay",
-           "ablation_adagrad_mlp", "ablation_adagrad_rt", "ablation_resnet110_warmup",
-           "ablation_imagenet_inverse_time", "table4_lr", "table4_readings"]
+if TYPE_CHECKING:
+    from .grids import Artifact
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -68,7 +48,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--sweeps", action="store_true",
                         help="print the experiment configs that make the targets' own runs "
                              "(what `make <target>` runs), then exit")
+    parser.add_argument("--list", nargs="*", metavar="KIND", choices=KINDS, default=None,
+                        help=f"print the artifacts' names by kind ({', '.join(KINDS)}), then "
+                             "exit; with kinds: only those names, on one line (the Makefile's "
+                             "lists)")
     args = parser.parse_args(argv)
+    if args.list is not None:
+        return args
     targets = [t for t in args.targets + args.only.split(",") if t] or ["all"]
     unknown = sorted(set(targets) - set(TARGETS) - {"all", "demo", "verdicts"})
     if unknown:
@@ -79,16 +65,23 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
+def list_artifacts(kinds: list[str]) -> str:
+    """The names of `kinds` on one line, or every kind's on a line of its own."""
+    if kinds:
+        return " ".join(names(*kinds))
+    return "\n".join(f"{kind}: {' '.join(names(kind))}" for kind in KINDS)
+
+
 def select(args: argparse.Namespace) -> dict[str, Artifact]:
     """The artifacts to render, with the dataset, seed, scale and --run-args choices applied
     (the last two shape the config each cell asks for)."""
     if "demo" in args.targets:
         return {name: art.adapt(scale=args.scale, run_args=args.run_args) for name, art in
                 demo_artifacts(args.dataset or "digits", args.seeds or (1,)).items()}
-    names = TARGETS if "all" in args.targets else [t for t in TARGETS if t in args.targets]
+    chosen = TARGETS if "all" in args.targets else [t for t in TARGETS if t in args.targets]
     seeds = args.seeds or ((1,) if args.scale == "quick" else None)
-    return {name: ARTIFACTS[name].adapt(args.dataset, seeds, args.scale, args.run_args)
-            for name in names}
+    return {name: artifacts()[name].adapt(args.dataset, seeds, args.scale, args.run_args)
+            for name in chosen}
 
 
 def default_results(args: argparse.Namespace) -> Path:
@@ -109,28 +102,24 @@ def run_args(args: argparse.Namespace, artifact: Artifact) -> str | None:
 
 
 def render(artifact: Artifact, runs, out_dir: Path, paper: dict) -> list[Path]:
-    if artifact.tune:
-        return render_tuning(artifact, runs, out_dir, paper)
-    if artifact.name == "table4_lr":
-        return sensitivity.render_lr(artifact, runs, out_dir, paper)
-    if artifact.name == "table4_readings":
-        return sensitivity.render_readings(artifact, runs, out_dir, paper)
-    if artifact.name in ("ablation_bn_blocks", "ablation_imagenet_decay",
-                         "ablation_resnet110_warmup", "ablation_imagenet_inverse_time"):
-        return render_readings(artifact, runs, out_dir, paper)
-    if artifact.name.startswith("demo_table"):  # its runs are the demo figure's
-        return render_table(artifact, runs, out_dir, paper)
-    if artifact.name.startswith(("table", "ablation_adagrad")):
-        return render_table(artifact, runs, out_dir, paper) + render_targets(artifact, runs,
-                                                                             out_dir)
-    if artifact.name.endswith("diagnostics"):
-        return render_diagnostics(artifact, runs, out_dir)
-    kind = "figure1" if artifact.name == "demo_figure1" else None
-    return render_figure(artifact, runs, out_dir, kind) + render_targets(artifact, runs, out_dir)
+    """Every file the registry's renderers of `artifact` write, in their order."""
+    return [path for draw in renderers(artifact.name)
+            for path in draw(artifact, runs, out_dir, paper)]
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.list is not None:
+        print(list_artifacts(args.list))
+        return 0
+    # The rest reads runs and draws (pandas, matplotlib): imported here, so `--list` needs only
+    # the standard library (make runs it while it reads the Makefile).
+    from .formatting import load_paper
+    from .grids import format_damaged, format_pending, mixed_commit_lines, pending_runs
+    from .output import write_atomic
+    from .runs import load_runs
+    from .verdict_files import report_verdicts, verdict_lines
+
     if args.sweeps:
         print(" ".join(dict.fromkeys(s for art in select(args).values() for s in art.sweeps)))
         return 0
@@ -161,7 +150,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"    wrote {path}")
         for line in verdict_lines(name, artifact, runs):  # its claims of the paper, checked
             print(line)
-        if artifact.name != "demo_table":  # the demo table's runs are the demo figure's
+        if REGISTRY[name].pending:
             pending = pending_runs(artifact, runs, str(results), run_args(args, artifact))
             listing = write_atomic(Path(out_dir) / "missing" / f"{name}.txt",
                                    format_pending(artifact, pending) + "\n")
@@ -174,7 +163,7 @@ def main(argv: list[str] | None = None) -> int:
         seeds = args.seeds or ((1,) if args.scale == "quick" else None)
         failures += report_verdicts(runs, out_dir, paper, args.dataset, seeds, args.scale,
                                     args.run_args, tuple(t for t in args.targets
-                                                         if t in ARTIFACTS))
+                                                         if t in TARGETS))
     print(f"done in {time.perf_counter() - started:.1f}s; outputs under {out_dir}/tables and "
           f"{out_dir}/figures")
     return 1 if failures else 0

@@ -49,7 +49,8 @@ def first_run_with_norms(artifact: Artifact, runs: list[Run], cell: Cell) -> Run
     return None
 
 
-def render_diagnostics(artifact: Artifact, runs: list[Run], out_dir: Path) -> list[Path]:
+def render_diagnostics(artifact: Artifact, runs: list[Run], out_dir: Path,
+                       paper: dict | None = None) -> list[Path]:
     """One panel per optimizer: x = layer (input to output), y = gradient norm (log),
     one line per epoch coloured by epoch; the first seed with logged norms."""
     dataset, model = artifact.datasets[0], artifact.models[0]

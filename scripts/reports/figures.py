@@ -90,7 +90,7 @@ def panel(ax, artifact, runs, cells: list[Cell], series_list: list[Series], log:
 
 
 def curve_grid(artifact: Artifact, runs: list[Run], out_dir: Path, columns: list[tuple],
-               log: bool, name: str | None = None) -> list[Path]:
+               log: bool) -> list[Path]:
     """Columns `(title, dataset, model, overrides)`; top row training, bottom row test objective;
     one line per optimizer. Figures 1 and 3 (and the demo) are this layout."""
     fig, axes = plt.subplots(2, len(columns), figsize=(4.2 * len(columns), 7), squeeze=False)
@@ -103,28 +103,31 @@ def curve_grid(artifact: Artifact, runs: list[Run], out_dir: Path, columns: list
             axes[i][j].set_title(f"{title}: {series.ylabel}", fontsize=9)
     handles = [Line2D([], [], label=label(o), **style(o)) for o in artifact.optims]
     fig.legend(handles=handles, loc="lower center", ncol=len(handles), fontsize=8)
-    return finish(fig, artifact, out_dir, name)
+    return finish(fig, artifact, out_dir)
 
 
-def figure1(artifact: Artifact, runs: list[Run], out_dir: Path, name: str | None = None):
+def figure1(artifact: Artifact, runs: list[Run], out_dir: Path,
+            paper: dict | None = None) -> list[Path]:
     dataset = artifact.datasets[0]
     columns = [(f"{label(m)} ({label(dataset)})", dataset, m, artifact.variants[0])
                for m in artifact.models]
-    return curve_grid(artifact, runs, out_dir, columns, log=True, name=name)
+    return curve_grid(artifact, runs, out_dir, columns, log=True)
 
 
-def figure3(artifact: Artifact, runs: list[Run], out_dir: Path, name: str | None = None):
+def figure3(artifact: Artifact, runs: list[Run], out_dir: Path,
+            paper: dict | None = None) -> list[Path]:
     dataset, model = artifact.datasets[0], artifact.models[0]
     columns = [(f"BPTT {dict(v).get('dataset.bptt', '?')}", dataset, model, v)
                for v in artifact.variants]
-    return curve_grid(artifact, runs, out_dir, columns, log=False, name=name)
+    return curve_grid(artifact, runs, out_dir, columns, log=False)
 
 
 FAMILIES = {"SGD family": ("sgdm", "sgdmclip", "sgdmng", "sgdmng_adap"),
             "Adam family": ("adam", "adamclip", "adamng", "adamng_adap")}
 
 
-def figure2(artifact: Artifact, runs: list[Run], out_dir: Path, name: str | None = None):
+def figure2(artifact: Artifact, runs: list[Run], out_dir: Path,
+            paper: dict | None = None) -> list[Path]:
     """Rows: datasets; columns: optimizer families; error % with training thick, test thin."""
     model = artifact.models[0]
     fig, axes = plt.subplots(len(artifact.datasets), 2, figsize=(10, 4 * len(artifact.datasets)),
@@ -142,7 +145,7 @@ def figure2(artifact: Artifact, runs: list[Run], out_dir: Path, name: str | None
             handles += [Line2D([], [], color="0.3", linewidth=2.4, label="train"),
                         Line2D([], [], color="0.3", linewidth=0.9, label="test")]
             ax.legend(handles=handles, fontsize=7)
-    return finish(fig, artifact, out_dir, name)
+    return finish(fig, artifact, out_dir)
 
 
 FIGURES = {"figure1": figure1, "figure2": figure2, "figure3": figure3}
@@ -150,4 +153,4 @@ FIGURES = {"figure1": figure1, "figure2": figure2, "figure3": figure3}
 
 def render_figure(artifact: Artifact, runs: list[Run], out_dir: Path,
                   kind: str | None = None) -> list[Path]:
-    return FIGURES[kind or artifact.name](artifact, runs, out_dir, name=artifact.name)
+    return FIGURES[kind or artifact.name](artifact, runs, out_dir)

@@ -1,6 +1,7 @@
 """Which runs each artifact expects, how to find them among the runs present, and the
 `python run.py ...` command that produces a missing one. The grids are the experiment configs'
-(configs/experiment/*.yaml, read by .sweeps); this file only names and groups them."""
+(configs/experiment/*.yaml, read by .sweeps); this file groups them, and .registry names each
+artifact and the grids it reads."""
 
 from __future__ import annotations
 
@@ -12,8 +13,7 @@ from .expected import parse_overrides, summarize
 from .runs import PENDING, Run
 from .sweeps import experiment_exists, read_sweep
 
-__all__ = ["ARTIFACTS", "Artifact", "Cell", "Grid", "Pending", "find_run", "format_pending",
-           "pending_runs"]
+__all__ = ["Artifact", "Cell", "Grid", "Pending", "find_run", "format_pending", "pending_runs"]
 
 OPTIM_LABELS = {
     "adam": "Adam", "adamclip": "AdamCLIP", "adamng": "AdamNG", "adamng_adap": "AdamNG_adap",
@@ -101,6 +101,7 @@ class Artifact:
     band_seeds: tuple[int, ...] = ()  # more seeds to draw when present (Figure 2: the tables')
     tune: tuple[str, str] | None = None
     pick: tuple[str, str] | None = None
+    columns: str = ""  # a table's columns (.tables.columns_for): error, topk, best_acc, demo
 
     @property
     def datasets(self) -> tuple[str, ...]:
@@ -178,93 +179,14 @@ class Artifact:
         return replace(self, **changes)
 
 
-def _artifacts() -> dict[str, Artifact]:
-    table1 = grid("table1")
-    resnet56 = {"models": ("resnet56",)}
-    ablated = read_sweep("ablation_bn_blocks").values("optim")
-    tune_clip = grid("tune_clip_threshold", reference=True, datasets=("cifar10",))
-    return {
-        "figure1": Artifact("figure1", "Figure 1: MLP on MNIST", (grid("figure1"),)),
-        "table1": Artifact("table1", "Table 1: CIFAR-10 test error (%)", (table1,)),
-        "table2": Artifact("table2", "Table 2: CIFAR-100 test error (%)", (grid("table2"),)),
-        # Figure 2's sweep is seed 1; Tables 1-2 share its folders and add seeds 2-5 (the band).
-        "figure2": Artifact("figure2", "Figure 2: ResNet-110 on CIFAR-10/100",
-                            (grid("figure2"),), band_seeds=table1.seeds),
-        "table3": Artifact("table3", "Table 3: ImageNet top-1/top-5 error (%)",
-                           (grid("table3_adam"), grid("table3")), pick=("optim.lr", "adam")),
-        "figure3": Artifact("figure3", "Figure 3: LSTM on PTB", (grid("figure3"),)),
-        "table4": Artifact("table4", "Table 4: Rotten Tomatoes best validation accuracy (%)",
-                           (grid("table4"),)),
-        "diagnostics": Artifact("diagnostics", "Per-layer gradient norms, MLP-18", (
-            grid("figure1", models=("mlp18",), optims=("adam", "adamng")),)),
-        "tune_adam_lr": Artifact(
-            "tune_adam_lr", "Tuning: Adam's learning rate, ResNet-56, holdout error (%)",
-            (grid("tune_adam_lr"),), tune=("lr", "adam_lr")),
-        "tune_clip_threshold": Artifact(
-            "tune_clip_threshold", "Tuning: the clipping threshold τ, ResNet-56, holdout error (%)",
-            (grid("tune_clip_threshold"),), tune=("threshold", "clip_threshold")),
-        "tune_adap_alpha": Artifact(
-            "tune_adap_alpha", "Tuning: NG_adap's ratio α, ResNet-56, holdout error (%)",
-            (grid("tune_adap_alpha"),), tune=("alpha", "adap_alpha")),
-        "ablation_bn_blocks": Artifact(
-            "ablation_bn_blocks", "Ablation: BatchNorm as its own block or folded into the "
-            "convolution's (CIFAR-10 ResNet-56, test error %)",
-            (grid("table1", reference=True, optims=ablated, **resnet56),
-             grid("ablation_bn_blocks"))),
-        "ablation_clip_global": Artifact(
-            "ablation_clip_global", "Ablation: CLIP per layer or on the global norm "
-            "(CIFAR-10 ResNet-56, holdout error %)",
-            (tune_clip, grid("ablation_clip_global")),
-            tune=("threshold", "clip_threshold")),
-        "ablation_imagenet_decay": Artifact(
-            "ablation_imagenet_decay", "Ablation: ImageNet's \"0.001 exponential decay\", "
-            "two readings (top-1/top-5 error %)",
-            (grid("table3_adam", reference=True, variants=((("optim.lr", "0.001"),),)),
-             grid("table3", reference=True), grid("ablation_imagenet_decay"))),
-        "ablation_adagrad_mlp": Artifact(
-            "ablation_adagrad_mlp", "Ablation: AdaGradNG as Algorithm 1 or 2 (AdaGradBNG), "
-            "MLP on MNIST", (grid("figure1", reference=True, optims=("adagrad", "adagradng")),
-                             grid("ablation_adagrad_mlp"))),
-        "table4_lr": Artifact(
-            "table4_lr", "Table 4's learning-rate sensitivity: best validation accuracy (%) "
-            "against lr", (grid("table4_lr_sgdm"), grid("table4_lr_adam"),
-                           grid("table4_lr_adagrad"), grid("table4", reference=True))),
-        "table4_readings": Artifact(
-            "table4_readings", "Table 4 under two readings of Kim's setup: best validation "
-            "accuracy (%)", (grid("table4_kim"), grid("table4_tfport"),
-                             grid("table4", reference=True))),
-        "ablation_resnet110_warmup": Artifact(
-            "ablation_resnet110_warmup", "Ablation: ResNet-110 from lr 0.1, or after He et "
-            "al.'s 400-step warm-up at 0.01 (CIFAR-10, test error %)",
-            (grid("table1", reference=True, models=("resnet110",),
-                  optims=read_sweep("ablation_resnet110_warmup").values("optim")),
-             grid("ablation_resnet110_warmup"))),
-        "ablation_imagenet_inverse_time": Artifact(
-            "ablation_imagenet_inverse_time", "Ablation: ImageNet's \"0.001 exponential "
-            "decay\" as Torch7's per-iteration inverse-time decay (top-1/top-5 error %)",
-            (grid("table3_adam", reference=True, variants=((("optim.lr", "0.001"),),)),
-             grid("table3", reference=True), grid("ablation_imagenet_inverse_time"))),
-        "ablation_adagrad_rt": Artifact(
-            "ablation_adagrad_rt", "Ablation: AdaGradNG as Algorithm 1 or 2 (AdaGradBNG), "
-            "Rotten Tomatoes best validation accuracy (%)",
-            (grid("table4", reference=True, optims=("adagrad", "adagradng")),
-             grid("ablation_adagrad_rt"))),
-    }
+def __getattr__(name: str):
+    """`grids.ARTIFACTS`, where the verdicts' modules import it from: the registry's artifacts
+    (.registry names each one; it imports this module, so it is read on first use)."""
+    if name == "ARTIFACTS":
+        from .registry import artifacts
 
-
-ARTIFACTS: dict[str, Artifact] = _artifacts()
-
-
-def demo_artifacts(dataset: str = "digits", seeds: tuple[int, ...] = (1,)) -> dict[str, Artifact]:
-    """The `make demo` grid: a mini Figure 1 on the bundled digits data, and its diagnostics."""
-    demo = grid("demo")
-    figure = Artifact("demo_figure1", f"Demo: MLP on {label(dataset)}", (demo,))
-    table = replace(figure, name="demo_table",
-                    title=f"Demo: final test error (%) and loss, MLP on {label(dataset)}")
-    diagnostics = replace(ARTIFACTS["diagnostics"], name="demo_diagnostics", grids=(
-        replace(demo, models=("mlp18",), optims=("adam", "adamng")),))
-    return {art.name: art.adapt(dataset=dataset, seeds=seeds)
-            for art in (figure, table, diagnostics)}
+        return artifacts()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 @dataclass(frozen=True)

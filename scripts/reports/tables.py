@@ -84,11 +84,6 @@ def columns_for(artifact: Artifact, kind: str) -> list[Column]:
     raise ValueError(f"unknown table kind {kind!r}")
 
 
-TABLE_KINDS = {"table1": "error", "table2": "error", "table3": "topk", "table4": "best_acc",
-               "demo_table": "demo", "ablation_adagrad_mlp": "demo",
-               "ablation_adagrad_rt": "best_acc"}
-
-
 def picked_variant(artifact: Artifact, runs: list[Run], column: Column):
     """Table 3's rule: of a multi-valued grid (the Adam rows' lr search), the variant whose cell
     gives `artifact.pick`'s optimizer the best mean of `column`; None before any has finished.
@@ -258,7 +253,7 @@ def render_table(artifact: Artifact, runs: list[Run], out_dir: Path,
                  paper: dict | None = None) -> list[Path]:
     """Tables 1-4, the demo table and the AdaGrad ablations; returns the written paths."""
     paper = load_paper() if paper is None else paper
-    kind = TABLE_KINDS[artifact.name]
+    kind = artifact.columns
     columns, grid = build_table(artifact, runs, paper, kind)
     references = reference_rows(paper, artifact.name)
     labels = {name: str(references[name].get("label", name)) if name in references

@@ -234,7 +234,8 @@ def to_markdown(artifact: Artifact, rows: list[dict], ends: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def render_targets(artifact: Artifact, runs: list[Run], out_dir: Path) -> list[Path]:
+def render_targets(artifact: Artifact, runs: list[Run], out_dir: Path,
+                   paper: dict | None = None) -> list[Path]:
     """`<out>/tables/<artifact>_targets.md` (endpoints and time to target) and `.csv` (time to
     target), beside the artifact's own outputs."""
     rows, ends = build_rows(artifact, runs), endpoint_rows(artifact, runs)
