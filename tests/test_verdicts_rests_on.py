@@ -68,7 +68,9 @@ def test_a_seed_of_two_commits_is_marked_and_conflicting_folders_are_not_used(tm
         {"commit": "a" * 40, "epochs": [1, 1]}, {"commit": "b" * 40, "epochs": [2, 2]}]}))
     seed3 = tmp_path / "runs" / "rt" / "kimcnn" / "adamng" / "default" / "seed3"
     shutil.copytree(seed3, seed3.parent.parent / "copy" / "seed3")     # a second folder
-    [result] = table4_verdict(tmp_path, seeds=(1, 2, 3, 4)).results
+    claim = table4_verdict(tmp_path, seeds=(1, 2, 3, 4))
+    [result] = claim.results
+    assert "3 of the 4 seeds asked" in claim.qualified
     assert (result.used, result.asked, result.mixed) == (3, 4, [2])
     assert len(result.conflicts) == 1 and "AdamNG Kim-CNN seed 3" in result.conflicts[0]
     assert "copy/seed3" in result.conflicts[0] and "default/seed3" in result.conflicts[0]

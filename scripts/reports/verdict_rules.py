@@ -284,6 +284,9 @@ def summarize(claim: dict, results: list[Result], scale: str) -> ClaimResult:
     if deciding is not None and deciding.reason:
         reason += f"; {deciding.comparison.label}: {deciding.reason}"
     protocol = sorted({note for r in results for note in r.protocol})
+    used = [r.used for r in results if r.effect is not None]
+    if used and min(used) < results[0].asked:     # seeds fixed in advance, not all there
+        protocol.append(f"{min(used)} of the {results[0].asked} seeds asked")
     missing = _untested_scope(claim, results)
     if missing:
         protocol.append(missing[1])
