@@ -24,6 +24,7 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
+import yaml
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 from torch import nn
@@ -31,15 +32,6 @@ from torch import nn
 import bng
 from bng_helpers import SmallCNN, assert_same_params
 from conftest import REPO, cli_env, compose_config, run_cli, train_in_process
-from data.fixtures import (
-    PTB_TEST,
-    PTB_TRAIN,
-    make_cifar,
-    make_imagenet,
-    make_mnist,
-    make_ptb,
-    make_rt,
-)
 
 DEVICE = torch.device(os.environ.get("BNG_TEST_DEVICE") or "cuda")
 ON_GPU = DEVICE.type == "cuda"
@@ -70,18 +62,10 @@ def host_sync(step) -> str | None:
 
 
 # -- data: every dataset's batches on the device equal the CPU's --------------------------------
-@pytest.fixture(scope="module")
-def fixture_root(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("data")
-    make_mnist(root, n_train=250, n_test=40)
-    make_cifar(root, "cifar10", n_train=300, n_test=40)
-    make_cifar(root, "cifar100", n_train=300, n_test=40)
-    ptb = make_ptb(root, train=PTB_TRAIN * 40)             # ~14k tokens: 100 columns x 3 windows
-    # the paper's 100 columns need a test stream of at least 200 tokens
-    (ptb / "ptb.test.txt").write_text("".join(f" {line} \n" for line in PTB_TEST * 40))
-    make_rt(root, repeat=25)                               # 200 sentences
-    make_imagenet(root, classes=2, per_class=70, size=40)  # 140 images: two batches of 64
-    return root
+# ~14k PTB tokens (100 columns x 3 windows, and a test stream for 100 columns), 200 RT
+# sentences, 140 ImageNet images (two batches of 64): conftest's fixture_root reads these.
+FIXTURE_SIZES = {"mnist": (250, 40), "cifar": (300, 40), "ptb_repeat": 40, "rt_repeat": 25,
+                 "imagenet_per_class": 70}
 
 
 DATA_CASES = {"digits": 32, "mnist": 32, "cifar10": 64, "cifar100": 64, "ptb": 5, "rt": 16,
@@ -111,7 +95,8 @@ def test_batches_on_the_device_equal_the_cpu(name: str, fixture_root: Path):
     """Same seed, same epoch: the same crops, flips, order and windows on both devices."""
     from data import build_dataset
 
-    cfg = {"name": name, "verify_md5": False, "workers": 1, "bptt": 7, "windows": [3, 4, 5]}
+    cfg = {**yaml.safe_load((REPO / "configs" / "dataset" / f"{name}.yaml").read_text()),
+           "verify_md5": False, "workers": 1, "bptt": 7, "windows": [3, 4, 5]}
     batch = DATA_CASES[name]
     cpu = build_dataset(cfg, root=fixture_root, device="cpu", seed=3)
     dev = build_dataset(cfg, root=fixture_root, device=DEVICE, seed=3)

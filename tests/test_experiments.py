@@ -17,11 +17,13 @@ from pathlib import Path
 
 import pytest
 import yaml
-from omegaconf import DictConfig
+from hydra.utils import get_object
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from conftest import REPO, compose_config, train_in_process
-from data.fixtures import make_cifar, make_imagenet, make_mnist, make_ptb, make_rt
 from experiments.config import check_config
+from experiments.errors import ConfigError
+from experiments.record import Identity, StoredRun, config_identity
 from reports.grids import ARTIFACTS
 from reports.sweeps import config_default, experiment_names, read_sweep
 
@@ -30,8 +32,6 @@ PAPER = yaml.safe_load((REPO / "scripts" / "reports" / "paper_results.yaml").rea
 SWEEPS = sorted((name for name in experiment_names() if not name.endswith("_quick")),
                 key=lambda name: (name.startswith(("tune_", "ablation_")), name))
 FIXTURE_HOLDOUT = "4"  # of the 10 fixture training images (the real sweeps hold out 5000)
-
-
 
 
 @functools.cache
@@ -141,18 +141,6 @@ def test_sgd_is_fb_resnet_torchs_on_the_resnets_only(dataset, nesterov):
     assert "nesterov" not in compose_config([f"dataset={dataset}", "optim=adam"]).optim
 
 
-@pytest.fixture(scope="module")
-def fixture_root(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("data")
-    make_mnist(root, n_train=10, n_test=4)
-    make_cifar(root, "cifar10", n_train=10, n_test=4)
-    make_cifar(root, "cifar100", n_train=10, n_test=4)
-    make_ptb(root)
-    make_rt(root, repeat=2)
-    make_imagenet(root, classes=2, per_class=2, size=40)
-    return root
-
-
 def _hyperparameter(override: str) -> bool:
     """A numeric optimizer or schedule value: another value trains the same code."""
     key, _, value = override.partition("=")
@@ -199,6 +187,39 @@ def _distinct_cells() -> list:
             marks = [] if lean else [pytest.mark.slow]
             cells.append(pytest.param(cell, marks=marks, id=",".join(cell)))
     return cells
+
+
+@pytest.mark.parametrize("dataset", sorted(p.stem for p in (REPO / "configs" / "dataset").glob("*.yaml")))
+def test_every_dataset_config_names_its_loader(dataset: str):
+    """Datasets load through `_target_`, as models and optimizers do: no registry in data/."""
+    import data
+
+    target = compose_config([f"dataset={dataset}"]).dataset._target_
+    assert callable(get_object(target)) and target.startswith("data.")
+    assert not hasattr(data, "LOADERS")
+
+
+def test_the_loader_target_keeps_committed_runs_recognised():
+    """A run stored before datasets named their loader (docs/reproduction) has the identity of
+    the config that made it now: `dataset._target_` is identity-exempt."""
+    run = REPO / "docs/reproduction/runs/mnist/mlp6/adam/default/seed1"
+    stored = StoredRun.read(run)
+    assert "_target_" not in stored.config["dataset"]
+    cfg = compose_config(["model=mlp6", "optim=adam", "experiment=figure1", "seed=1",
+                          "dataset.verify_md5=False"])
+    with open_dict(cfg):
+        del cfg["hydra"]
+    new = config_identity(OmegaConf.to_container(cfg, resolve=True))
+    assert "dataset._target_" not in new and not stored.identity().differences(Identity(new))
+
+
+def test_an_optimizer_that_checks_its_mode_refuses_another_one_when_built():
+    from experiments.optim import build_optimizer
+    from models import mlp
+
+    cfg = compose_config(["optim=adagradbng", "optim.normalize.mode=none"])
+    with pytest.raises(ConfigError, match=r"optim \(adagradbng\): .*its mode is 'ng'"):
+        build_optimizer(cfg.optim, mlp(2, in_features=4))
 
 
 @pytest.mark.parametrize("cell", _distinct_cells())
