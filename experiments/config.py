@@ -133,9 +133,10 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
-# Where the data sits is the machine's business, not the run's: a results folder copied to
-# another machine must not carry (or depend on) this one's paths. Set BNG_DATA_ROOT there.
-UNSTORED_OVERRIDES = ("data_root",)
+# Where the data and the results sit is the machine's business, not the run's: a results folder
+# copied to another machine must not carry (or depend on) this one's paths. Set BNG_DATA_ROOT
+# there; a run's folder is where it lies.
+UNSTORED_OVERRIDES = ("data_root", "out_dir")
 
 
 def stored_overrides(overrides: list[str]) -> list[str]:

@@ -35,6 +35,7 @@ from .errors import (
     describe_os_error,
     user_error,
 )
+from .guard import READ_ONLY
 
 _REPORT: SweepReport | None = None   # set in the sweeping process, while its cells run here
 
@@ -70,13 +71,17 @@ def run_cell(run: Callable[[DictConfig, Path, list[str]], dict], cfg: DictConfig
 
 
 def check_writable(folder: Path) -> None:
-    """Exit 2 with one line when `folder` cannot be created or written (before Hydra tries)."""
+    """Exit 2 with one line when `folder` cannot be created or written (before Hydra tries). An
+    existing folder that is only readable passes: its finished runs are skipped, and a run that
+    needs writing there is refused by the engine (guard.READ_ONLY)."""
     probe = folder / f".write-check.{secrets.token_hex(4)}.tmp"
     try:
         folder.mkdir(parents=True, exist_ok=True)
         os.close(os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
         probe.unlink()
     except OSError as err:
+        if err.errno in READ_ONLY and folder.is_dir():
+            return
         print(f"error: cannot write out_dir={folder}: {describe_os_error(err)}", file=sys.stderr,
               flush=True)
         sys.exit(EXIT_USER)

@@ -19,7 +19,13 @@ from omegaconf import DictConfig, OmegaConf
 
 from . import distributed
 from .checkpoint import Progress, load_checkpoint, save_checkpoint
-from .config import check_config, command_line, provenance, resolve_device
+from .config import (
+    UNSTORED_OVERRIDES,
+    check_config,
+    command_line,
+    provenance,
+    resolve_device,
+)
 from .errors import ConfigError, Diverged, IdentityMismatch, ResumeError, RunBusy, describe
 from .folder import RunFolder
 from .guard import record_code_version, take_lock
@@ -253,7 +259,7 @@ def _train(ctx: RunContext, data, identity: Identity,
                 "command": ctx.stored_command, "identity": identity.stored(),
                 **meta_provenance, "commits": progress.commits}
         config = {**OmegaConf.to_container(cfg, resolve=True), "meta": meta}
-        for machine_path in ("data_root", "out_dir"):   # this machine's, not the run's
+        for machine_path in UNSTORED_OVERRIDES:          # this machine's, not the run's
             config.pop(machine_path, None)
         write_text(ctx.run_dir / "config.yaml", OmegaConf.to_yaml(config))
         write_jsonl(ctx.run_dir / "metrics.jsonl", progress.history)

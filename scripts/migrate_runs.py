@@ -14,11 +14,13 @@ For each run folder under RESULTS_DIR (any folder with a config.yaml), once:
 - an `<extra>` folder named by an old key (`optim.threshold=0.05`) moves to the new key's name
   (`optim.normalize.threshold=0.05`), where today's sweeps write that run.
 - the machine's paths go: `run_dir` becomes relative to the results folder (`runs/...`), and
-  `data_root` leaves config.yaml and the stored commands, as today's engine writes them, so a
-  results folder can be copied elsewhere.
+  `data_root` and `out_dir` leave config.yaml and the stored commands, as today's engine writes
+  them, so a results folder can be copied elsewhere.
 Every file is replaced atomically (a temporary file, then a rename). A folder already in the
 new shape is left alone, so the tool can run again over a mix of migrated and older folders.
-It prints each change; exit status 1 when a folder could not be migrated (said why, one line).
+It prints each change. A folder that cannot be migrated (a damaged config.yaml, an unknown old
+shape) is said in one line and passed over; the others are migrated, and at the end the ones
+passed over are listed again and the exit status is 2.
 """
 
 from __future__ import annotations
@@ -44,7 +46,22 @@ OWN_SETTINGS = {"bng.AdaGradBNG": ("blocks", "norm_dtype")}   # it took these it
 
 
 class MigrationError(ValueError):
-    """An optim node that this tool cannot rewrite (its target's old meaning is unknown)."""
+    """A run this tool cannot rewrite: a damaged config.yaml, or an optim node whose target's
+    old meaning is unknown. Its message is one line."""
+
+
+def read_config(path: Path) -> Any:
+    """config.yaml's content; MigrationError in one line when it is not readable YAML text."""
+    try:
+        return yaml.safe_load(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as err:
+        raise MigrationError(f"config.yaml is not UTF-8 text (byte {err.start}: "
+                             f"{err.object[err.start:err.start + 1]!r})") from None
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(err, "problem", None) or type(err).__name__
+        raise MigrationError(f"config.yaml is not valid YAML ({problem}{where})") from None
 
 
 def migrate_optim(optim: dict[str, Any]) -> dict[str, Any] | None:
@@ -94,7 +111,7 @@ def new_extra(name: str) -> str:
 def migrate_config(run_dir: Path) -> list[str]:
     """Rewrite one run's config.yaml and summary.json; the changes made, as lines."""
     path = run_dir / "config.yaml"
-    config = yaml.safe_load(path.read_text())
+    config = read_config(path)
     if not isinstance(config, dict) or not isinstance(config.get("optim"), dict):
         raise MigrationError("config.yaml has no optim node")
     optim = migrate_optim(config["optim"])
@@ -130,17 +147,16 @@ def relocate(run_dir: Path) -> list[str]:
     """Drop the machine's paths from one run's files: data_root, and an absolute run_dir."""
     changes = []
     path = run_dir / "config.yaml"
-    config = yaml.safe_load(path.read_text())
+    config = read_config(path)
     meta = config.get("meta") if isinstance(config, dict) else None
     if isinstance(config, dict) and (any(k in config for k in UNSTORED_OVERRIDES) or (
             isinstance(meta, dict) and _without_data_root(str(meta.get("command", "")))
             != str(meta.get("command", "")))):
-        for key in UNSTORED_OVERRIDES:
-            config.pop(key, None)
+        removed = [key for key in UNSTORED_OVERRIDES if config.pop(key, None) is not None]
         if isinstance(meta, dict) and "command" in meta:
             meta["command"] = _without_data_root(str(meta["command"]))
         write_text(path, yaml.safe_dump(config, sort_keys=False, allow_unicode=True))
-        changes.append("config.yaml: data_root removed")
+        changes.append(f"config.yaml: {' and '.join(removed) or 'paths in the command'} removed")
     summary_path = run_dir / "summary.json"
     summary = _read_summary(summary_path)
     if summary is None:
@@ -185,14 +201,15 @@ def move_run(run_dir: Path) -> Path:
     return target
 
 
-def migrate(results: Path, dry_run: bool = False) -> int:
-    """Migrate every run under `results`; the number of folders that could not be."""
-    failed = 0
+def migrate(results: Path, dry_run: bool = False) -> list[tuple[Path, str]]:
+    """Migrate every run under `results`, going on past the ones that cannot be; those, each
+    with why, in the order met."""
+    failed = []
     for path in sorted(results.rglob("config.yaml")):
         run_dir = path.parent
         try:
             if dry_run:
-                optim = migrate_optim((yaml.safe_load(path.read_text()) or {}).get("optim") or {})
+                optim = migrate_optim((read_config(path) or {}).get("optim") or {})
                 changes = [] if optim is None else [f"optim -> {optim}"]
             else:
                 changes = migrate_config(run_dir)
@@ -200,9 +217,10 @@ def migrate(results: Path, dry_run: bool = False) -> int:
                 if moved != run_dir:
                     changes.append(f"moved to {moved}")
                 changes += relocate(moved)
-        except (MigrationError, OSError, yaml.YAMLError) as err:
-            print(f"{run_dir}: not migrated: {err}")
-            failed += 1
+        except (MigrationError, OSError, AttributeError) as err:
+            reason = " ".join(str(err).split())          # one line, whatever the error
+            print(f"{run_dir}: not migrated: {reason}")
+            failed.append((run_dir, reason))
             continue
         for change in changes:
             print(f"{run_dir}: {change}")
@@ -217,7 +235,14 @@ def main() -> int:
     if not args.results.is_dir():
         print(f"{args.results} is not a folder; give a results folder such as results/")
         return 2
-    return 1 if migrate(args.results, args.dry_run) else 0
+    failed = migrate(args.results, args.dry_run)
+    if failed:
+        print(f"error: {len(failed)} run folder(s) not migrated, the rest were; fix or move these "
+              "away, then run the command again:", file=sys.stderr)
+        for run_dir, reason in failed:
+            print(f"  {run_dir}: {reason}", file=sys.stderr)
+        return 2
+    return 0
 
 
 if __name__ == "__main__":

@@ -21,16 +21,10 @@ import pytest
 import torch
 import yaml
 
-from conftest import REPO, cli_env, folder_files, run_on_tmpfs, train_in_process
+from conftest import REPO, cli_env, folder_files, run_on_tmpfs, train, train_in_process
 from experiments.errors import EXIT_USER, ResumeError
 from experiments.io import RunLock, save_torch, write_json, write_jsonl, write_text
 from experiments.record import FOLDER_KEYS, IGNORED, exempt_keys
-
-FAST = ("dataset=digits", "model=mlp6", "optim=adam", "epochs=2")
-
-
-def train(run_dir: Path, *overrides: str) -> dict:
-    return train_in_process([*FAST, *overrides], run_dir)
 
 
 def entry(monkeypatch, capsys, *args: str) -> tuple[int, str, str]:
@@ -62,14 +56,6 @@ def _strict_load(text: str):
         raise ValueError(f"not strict JSON: {constant}")
 
     return json.loads(text, parse_constant=refuse)
-
-
-@pytest.fixture(scope="module")
-def completed(tmp_path_factory) -> Path:
-    """A completed 2-epoch run folder (its checkpoint kept); tests copy it before changing it."""
-    run_dir = tmp_path_factory.mktemp("completed") / "run"
-    assert train(run_dir, "keep_checkpoint=true")["status"] == "completed"
-    return run_dir
 
 
 # -- before the first epoch: one line, exit 2, nothing outside out_dir ---------------------------
@@ -255,8 +241,69 @@ def test_run_files_keep_no_machine_paths(tmp_path):
     summary = train(run_dir, f"out_dir={out_dir}", f"data_root={data_root}")
     assert summary["run_dir"] == "runs/digits/mlp6/adam/epochs=2/seed1"
     for name in ("summary.json", "config.yaml", "metrics.jsonl"):
-        assert "where-the-data-sat" not in (run_dir / name).read_text(), name
+        text = (run_dir / name).read_text()
+        assert "where-the-data-sat" not in text and str(tmp_path) not in text, name
     assert json.loads((run_dir / "summary.json").read_text())["run_dir"] == summary["run_dir"]
+    assert "out_dir" not in yaml.safe_load((run_dir / "config.yaml").read_text())
+
+
+def test_a_failed_runs_message_names_no_machine_path(tmp_path):
+    """The terminal's line names the data folder; the run files keep it as <data_root>."""
+    from data import DataError
+
+    out_dir, data_root = tmp_path / "out", tmp_path / "where-the-data-sat"
+    run_dir = out_dir / "runs/mnist/mlp6/adam/default/seed1"
+    with pytest.raises(DataError, match="where-the-data-sat"):
+        train_in_process(["dataset=mnist", "model=mlp6", "optim=adam", f"out_dir={out_dir}",
+                          f"data_root={data_root}"], run_dir)
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["status"] == "failed" and "<data_root>" in summary["message"]
+    assert str(tmp_path) not in (run_dir / "summary.json").read_text()
+    assert summary["run_dir"] == "runs/mnist/mlp6/adam/default/seed1"
+
+
+def test_a_rebuilt_summary_keeps_its_folder_relative(tmp_path, capsys):
+    out_dir = tmp_path / "out"
+    run_dir = out_dir / "runs/digits/mlp6/adam/epochs=2/seed1"
+    train(run_dir, f"out_dir={out_dir}")
+    (run_dir / "summary.json").write_bytes(b'{"status": "compl')
+    summary = train(run_dir, f"out_dir={out_dir}")
+    assert "rebuilt from metrics.jsonl" in capsys.readouterr().out
+    stored = json.loads((run_dir / "summary.json").read_text())
+    assert stored["run_dir"] == summary["run_dir"] == "runs/digits/mlp6/adam/epochs=2/seed1"
+
+
+@pytest.mark.parametrize("checkpoint", [True, False], ids=["checkpoint", "no-checkpoint"])
+def test_a_finished_summary_over_a_cut_history_is_not_skipped(tmp_path, capsys, checkpoint):
+    """metrics.jsonl cut to 1 of the 2 epochs the completed summary claims: gone on from the
+    kept checkpoint (which holds both), else trained again; one line says which."""
+    run_dir = tmp_path / "run"
+    keep = [f"keep_checkpoint={str(checkpoint).lower()}"]
+    train(run_dir, *keep)
+    history = (run_dir / "metrics.jsonl").read_text()
+    write_text(run_dir / "metrics.jsonl", history.splitlines()[0] + "\n")
+    capsys.readouterr()
+    summary = train(run_dir, *keep)
+    said = [line for line in capsys.readouterr().out.splitlines()
+            if "metrics.jsonl holds 1 of the 2 epochs summary.json claims" in line]
+    assert len(said) == 1 and said[0].startswith("[resume]" if checkpoint else "[retrain]")
+    assert summary["status"] == "completed" and summary["epochs_done"] == 2
+    rows = (run_dir / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(row)["epoch"] for row in rows] == [1, 2]
+    if checkpoint:                                   # the checkpoint's own history, unchanged
+        assert (run_dir / "metrics.jsonl").read_text() == history
+
+
+@pytest.mark.slow  # needs a read-only mount, so a new process in a mount namespace
+def test_a_finished_run_under_a_read_only_out_dir_is_skipped(tmp_path):
+    """docs/RELIABILITY.md: a shared results folder mounted read-only is read, not refused."""
+    mount = tmp_path / "mnt"
+    args = f"model=mlp6 epochs=1 out_dir={mount}/out"
+    proc = run_on_tmpfs(mount, "size=4m", args,
+                        setup=f"{sys.executable} {REPO / 'run.py'} {args} >/dev/null && "
+                              f"mount -o remount,ro {mount} || exit 99")
+    assert "rc=0" in proc.stdout, proc.stdout[-2000:] + proc.stderr[-2000:]
+    assert "[skip] completed earlier" in proc.stdout and "error" not in proc.stderr
 
 
 def test_a_completed_run_in_a_folder_that_cannot_be_written_is_skipped(copy, monkeypatch, capsys):
@@ -272,6 +319,7 @@ def test_a_completed_run_in_a_folder_that_cannot_be_written_is_skipped(copy, mon
     assert "[skip] completed earlier" in capsys.readouterr().out
     assert folder_files(copy) == before
     write_text(copy / "summary.json", json.dumps({"status": "interrupted"}))  # one to train
+    (copy / "checkpoint.pt").write_bytes(b"stopped")                            # from here
     with pytest.raises(PermissionError):
         train(copy, "keep_checkpoint=true")
 

@@ -148,3 +148,26 @@ def test_machine_paths_leave_older_run_files(tmp_path: Path, capsys, monkeypatch
     assert summary["command"] == "python run.py optim=adam epochs=1"
     assert migrate(tmp_path, capsys, monkeypatch) == ""             # once
     assert train_in_process(overrides, run_dir)["status"] == "completed"   # still skipped
+
+
+@pytest.mark.parametrize("damage", [b"\x00\xff\xfe binary", b"optim: [unclosed\nmeta: {"],
+                         ids=["binary", "not-yaml"])
+def test_a_damaged_folder_is_passed_over_listed_and_exit_2(damage: bytes, tmp_path: Path, capsys,
+                                                           monkeypatch) -> None:
+    """The others are migrated; the damaged one is said in one line, listed again at the end."""
+    good = tmp_path / "runs" / "digits" / "mlp6" / "adam" / "epochs=1" / "seed1"
+    train_in_process(["optim=adam", "model=mlp6", "epochs=1"], good)
+    make_old(good)
+    bad = tmp_path / "runs" / "digits" / "mlp6" / "adam" / "default" / "seed1"
+    bad.mkdir(parents=True)
+    (bad / "config.yaml").write_bytes(damage)
+    monkeypatch.setattr("sys.argv", ["migrate_runs.py", str(tmp_path)])
+    assert migrate_runs.main() == 2
+    out, err = capsys.readouterr()
+    assert f"{good}: optim: _target_ torch.optim.Adam" in out               # migrated all the same
+    assert "normalize" in yaml.safe_load((good / "config.yaml").read_text())["optim"]
+    said = [line for line in out.splitlines() if line.startswith(f"{bad}: not migrated: ")]
+    assert len(said) == 1 and "config.yaml is not" in said[0]
+    assert err.splitlines()[0].startswith("error: 1 run folder(s) not migrated")
+    assert err.splitlines()[1:] == [f"  {said[0].replace(': not migrated: ', ': ', 1)}"]
+    assert "Traceback" not in out + err
