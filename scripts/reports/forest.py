@@ -43,7 +43,9 @@ def _rows(claims: list[ClaimResult], data: dict) -> list[tuple[str, str, float, 
 
 
 def _draw(axis, rows) -> None:
-    clip = lambda v: max(-LIMIT, min(LIMIT, v))  # noqa: E731
+    ends = [abs(v) for row in rows for v in row[2:] if not math.isnan(v)]
+    limit = min(LIMIT, max(3.0, 3.0 * max(ends, default=1.0)))   # room on a log scale
+    clip = lambda v: max(-limit, min(limit, v))  # noqa: E731
     axis.axvspan(-1, 1, color="#efefef", zorder=0)
     axis.axvline(0, color="black", linewidth=0.8)
     for y, (_, word, mean, low, high, margin) in enumerate(rows):
@@ -59,14 +61,14 @@ def _draw(axis, rows) -> None:
     axis.set_yticks(range(len(rows)), [r[0][:110] for r in rows], fontsize=6)
     axis.set_ylim(len(rows) - 0.5, -0.5)
     axis.set_xscale("symlog", linthresh=1.0)      # linear within ±1 SESOI, logarithmic beyond
-    axis.set_xlim(-LIMIT, LIMIT)
+    axis.set_xlim(-limit, limit)
     axis.tick_params(axis="x", labelsize=7)
     axis.set_xlabel("effect / smallest effect of interest, symmetric log scale (the paper "
                     "predicts > 0, to the right); grey band: negligible; dashed: margin",
                     fontsize=7)
     handles = [plt.Line2D([], [], color=c, marker="o", linewidth=1.6, label=w)
                for w, c in COLOURS.items()]
-    axis.legend(handles=handles, fontsize=6, loc="lower right")
+    axis.legend(handles=handles, fontsize=6, loc="upper left", bbox_to_anchor=(1.005, 1.0))
 
 
 def forest_plot(claims: list[ClaimResult], data: dict, stem: Path) -> list[Path]:
@@ -82,10 +84,13 @@ def forest_plot(claims: list[ClaimResult], data: dict, stem: Path) -> list[Path]
             continue
         height = 1.2 + 0.16 * len(rows)
         figure, axis = plt.subplots(figsize=(11.0, height))
-        figure.subplots_adjust(left=0.36, right=0.98, top=1 - 0.35 / height,
+        figure.subplots_adjust(left=0.36, right=0.90, top=1 - 0.35 / height,
                                bottom=0.55 / height)     # fixed margins: no layout search
         _draw(axis, rows)
-        axis.set_title(f"{artifact}: each comparison's effect and 95% interval", fontsize=8)
+        protocol = sorted({note for claim in group for note in claim.protocol})
+        basis = f"proxy: {'; '.join(protocol)}" if protocol else "as the paper"
+        axis.set_title(f"{artifact}: each comparison's effect and 95% interval ({basis})",
+                       fontsize=8)
         buffer = io.BytesIO()
         figure.savefig(buffer, format="png", dpi=110, metadata={"Software": None})
         plt.close(figure)
