@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Callable, Iterable, Sequence
@@ -150,6 +151,9 @@ def content_fingerprint(parts: Iterable[tuple[str, bytes]]) -> str:
     return digest.hexdigest()[:16]
 
 
+_CONTROL = re.compile(rb"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")   # all but tab, newline, CR
+
+
 def check_text(name: str, data: bytes, folder: Path, encoding: str, fix: str) -> str:
     """`data` decoded, or DataError when it is not a whole text file: it must decode, hold no
     control byte but tab, CR and newline (random bytes do), and end with a newline (a file cut
@@ -159,11 +163,10 @@ def check_text(name: str, data: bytes, folder: Path, encoding: str, fix: str) ->
     except UnicodeDecodeError as err:
         raise DataError(f"{name} in {folder} is not {encoding} text (byte {err.start}). "
                         f"{fix}") from err
-    bad = next((i for i, c in enumerate(data) if (c < 32 and c not in (9, 10, 13)) or c == 127),
-               None)
+    bad = _CONTROL.search(data)
     if bad is not None:
-        raise DataError(f"{name} in {folder} holds a control byte (0x{data[bad]:02x} at {bad}): "
-                        f"not a text file. {fix}")
+        raise DataError(f"{name} in {folder} holds a control byte (0x{data[bad.start()]:02x} at "
+                        f"{bad.start()}): not a text file. {fix}")
     if not data.endswith(b"\n"):
         raise DataError(f"{name} in {folder} does not end with a newline: cut short? {fix}")
     return text
