@@ -47,7 +47,7 @@ class Reading:
         return "n/a" if found is None else format_stats(cell_stats(runs, *found, metric))
 
     def difference(self, runs: list[Run], first: str, second: str, metric: Metric) -> str:
-        """first − second over the seeds that pair (of the first's seeds): mean [95% bootstrap
+        """first − second over the seeds that pair (of the first's seeds): mean [95% t
         interval] (n); n/a where either has no cell."""
         ours, theirs = self.cell(first), self.cell(second)
         if ours is None or theirs is None:

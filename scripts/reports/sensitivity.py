@@ -9,7 +9,7 @@ best, and those at or above 70%.
 `table4_readings`: the six optimizers under Table 4's own protocol, Kim's reading
 (`table4_kim`) and the TF port's reading (`table4_tfport`), with the paper's number and, per
 reading, each NG variant's paired difference to its base (mean over the seeds that pair, as
-the verdicts pair them, with its 95% bootstrap interval): a table of readings (.readings)."""
+the verdicts pair them, with its 95% t interval): a table of readings (.readings)."""
 
 from __future__ import annotations
 
@@ -167,6 +167,6 @@ def render_readings(artifact: Artifact, runs: list[Run], out_dir: Path,
         for g in grids)
     note = (f"Best validation accuracy (%), mean ± sample std (ddof=1) over seeds "
             f"{','.join(map(str, artifact.seeds))}; the difference rows pair seeds: mean "
-            f"[95% bootstrap interval] (n). {settings}. docs/PROTOCOL.md names both readings. "
+            f"[95% t interval] (n). {settings}. docs/PROTOCOL.md names both readings. "
             "Paper: Table 4, one run each.")
     return write_rows(artifact, header, rows, note, out_dir)
