@@ -149,7 +149,7 @@ def _robust_text(item: dict) -> str:
 
 
 SUMMARY_HEADER = ["claim", "verdict (protocol)", "measure", "n used of asked",
-                  "effect [95% CI]", "p (Holm)", "seeds for 80% power", "paper's own numbers",
+                  "effect [95% t interval]", "p (Holm)", "seeds for 80% power", "paper's own numbers",
                   "secondary measure", "diverged / conflicts", "reason"]
 
 
@@ -186,7 +186,7 @@ def _claim_section(record: dict) -> list[str]:
              f"> {record['claim']}", ""]
     if record["reading"]:
         lines += [f"Read as: {record['reading']}", ""]
-    header = ["comparison", "n used of asked", "effect [95% CI]", "p", "p (Holm)",
+    header = ["comparison", "n used of asked", "effect [95% t interval]", "p", "p (Holm)",
               "TOST p (± SESOI)", "robustness", "verdict", "seeds for 80% power", "reason"]
     rows = []
     for item in record["comparisons"]:
