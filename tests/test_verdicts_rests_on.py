@@ -40,7 +40,8 @@ def test_a_claim_about_every_bptt_run_at_40_alone_is_untestable_with_the_proxy(t
     figure3 = ARTIFACTS["figure3"].adapt(seeds=(1, 2, 3))
     [claim] = evaluate({"figure3": figure3}, load_runs(tmp_path), data)
     assert claim.verdict == "untestable"
-    assert "only 40 was run" in claim.reason and "at the values tested: contradicted" in claim.reason
+    assert "only 40 was run" in claim.reason
+    assert "at the values tested: contradicted" in claim.reason
     assert "73,760 of the paper's 929,000 training tokens" in claim.qualified
     assert "BPTT 40 only" in claim.qualified
     # figure3's stored epochs and batch: 100 columns of 737 tokens, windows of 40: 19 a epoch

@@ -149,8 +149,8 @@ def _robust_text(item: dict) -> str:
 
 
 SUMMARY_HEADER = ["claim", "verdict (protocol)", "measure", "n used of asked",
-                  "effect [95% t interval]", "p (Holm)", "seeds for 80% power", "paper's own numbers",
-                  "secondary measure", "diverged / conflicts", "reason"]
+                  "effect [95% t interval]", "p (Holm)", "seeds for 80% power",
+                  "paper's own numbers", "secondary measure", "diverged / conflicts", "reason"]
 
 
 def _claim_row(record: dict) -> list[str]:
