@@ -2,8 +2,9 @@
 
 The run folder holds everything (docs/DESIGN.md, "Run outputs"). Only rank 0 writes it.
 Running the same command again skips a completed run and resumes an interrupted one; a command
-of another config stops without touching the folder (experiments/record.py). Signals live in
-experiments/signals.py, checkpoints in experiments/checkpoint.py.
+of another config stops without touching the folder (experiments/record.py). The lock and the
+commit policy live in experiments/guard.py, the folder's two names in experiments/folder.py,
+signals in experiments/signals.py, checkpoints in experiments/checkpoint.py.
 """
 
 from __future__ import annotations
@@ -70,7 +71,7 @@ class RunContext:
     cfg: DictConfig
     folder: RunFolder
     command: str             # the command as typed, for the terminal
-    stored_command: str      # the command the run files keep (no machine paths: data_root)
+    stored_command: str      # the command the run files keep (no data_root=, no out_dir=)
     dist: distributed.Dist
     device: torch.device
 

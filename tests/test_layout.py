@@ -97,3 +97,17 @@ def test_the_engines_error_types_live_in_one_module():
                  if p.name != "errors.py" and (names := exceptions(p))}
     assert not elsewhere, f"error types outside experiments/errors.py: {elsewhere}"
     assert {"RunError", "CellFailed", "Diverged"} <= set(exceptions(REPO / "experiments" / "errors.py"))
+
+
+def test_one_function_writes_every_summary_json():
+    """A run's summary has one writer (experiments/train.py's _write_summary): a function that
+    names summary.json and calls a writer anywhere else in the engine is a second one."""
+    writers = []
+    for path in sorted((REPO / "experiments").glob("*.py")):
+        text = _text(path)
+        for node in ast.walk(ast.parse(text)):
+            body = ast.get_source_segment(text, node) if isinstance(node, ast.FunctionDef) else ""
+            if '"summary.json"' in (body or "") and re.search(r"\bwrite_(json|status|text)\b",
+                                                               body or ""):
+                writers.append(f"{path.name}:{node.name}")
+    assert writers == ["train.py:_write_summary"], writers
