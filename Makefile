@@ -115,7 +115,9 @@ slurm-test: install
 	bash scripts/slurm_test.sh
 
 bench: install
-	$(PYTHON) scripts/bench_optim.py
+	-$(PIP) install -q -e ".[bench]"
+	$(PYTHON) scripts/bench_optim.py --parts step e2e loop
+	$(PYTHON) scripts/bench_optim.py --parts peer --threads 1 --clock cpu --repeats 120
 	$(PYTHON) scripts/bench_data.py
 
 # --- the CPU reproduction (docs/reproduction/REPRODUCTION.md) -----------------------------------
