@@ -115,7 +115,8 @@ slurm-test: install
 	bash scripts/slurm_test.sh
 
 bench: install
-	-$(PYTHON) -m pip install -q -e ".[bench]" 2>/dev/null || uv pip install -q --python $(PYTHON) -e ".[bench]"
+	-$(PYTHON) -m pip install -q -e ".[bench]" 2>/dev/null || \
+	  uv pip install -q --python $(PYTHON) -e ".[bench]"
 	$(PYTHON) scripts/bench_optim.py --parts step e2e loop
 	$(PYTHON) scripts/bench_optim.py --parts peer --threads 1 --clock cpu --repeats 120
 	$(PYTHON) scripts/bench_data.py
