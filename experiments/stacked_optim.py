@@ -51,11 +51,16 @@ class StackedBlocks:
         squared = torch.zeros(size, self.num_blocks, device=self.blocks.device, dtype=self.dtype)
         present = [k for k, t in enumerate(tensors) if t is not None]
         if present:
-            parts = torch.stack([torch.linalg.vector_norm(tensors[k].detach().reshape(size, -1),
-                                                          dim=1, dtype=self.dtype)
+            parts = torch.stack([self._norm(tensors[k].detach().reshape(size, -1))
                                  for k in present], dim=1).square_()                # (K, P)
             squared.index_add_(1, self.blocks[present], parts)
         return squared.sqrt_()
+
+    def _norm(self, rows: Tensor) -> Tensor:
+        """(K,) norm of each row in the norm dtype; a dtype argument would copy the input
+        even when it already is in that dtype."""
+        wider = None if rows.dtype == self.dtype else self.dtype
+        return torch.linalg.vector_norm(rows, dim=1, dtype=wider)
 
     def grad_norms(self) -> Tensor:
         """(K, B) norms of the present gradients."""
