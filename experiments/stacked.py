@@ -20,6 +20,7 @@ from __future__ import annotations
 import copy
 import math
 import os
+import sys
 import time
 from collections import Counter
 from pathlib import Path
@@ -77,12 +78,31 @@ def fallback_reason(cfg: DictConfig) -> str | None:
     return None
 
 
+def check_sweep(argv: list[str], size: int) -> None:
+    """ConfigError when the command line sweeps seeds closer than `size` apart: `seed=k` with
+    `stack_seeds=K` trains seeds k..k+K-1, so seed=1,2,...,10 would train 1..19."""
+    for arg in argv:
+        key, _, value = arg.partition("=")
+        if key.lstrip("+") != "seed" or "," not in value:
+            continue
+        try:
+            seeds = sorted(int(v) for v in value.split(","))
+        except ValueError:
+            continue                          # a sweep function (range(...)): left to Hydra
+        if any(b - a < size for a, b in zip(seeds, seeds[1:], strict=False)):
+            firsts = ",".join(str(seeds[0] + size * i) for i in range(-(-len(seeds) // size)))
+            raise ConfigError(
+                f"seed={value} with {KEY}={size}: each job trains seeds seed..seed+{size - 1}, "
+                f"so these groups overlap. Give each group's first seed: seed={firsts}.")
+
+
 def run_group(cfg: DictConfig, run_dir: Path, overrides: list[str]) -> dict:
     """Train the group whose first seed is `cfg.seed` (its folder: `run_dir`); returns the first
     seed's summary. A seed's error is raised after the others have trained."""
     size, first = int(cfg[KEY]), int(cfg.seed)
     if size < 1:
         raise ConfigError(f"{KEY}={size}: the number of seeds to train together, >= 1")
+    check_sweep(sys.argv[1:], size)
     members = []
     for seed in range(first, first + size):
         member_cfg = copy.deepcopy(cfg)

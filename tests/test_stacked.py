@@ -180,3 +180,21 @@ def test_an_optimizer_that_is_not_elementwise_trains_the_seeds_one_by_one(tmp_pa
     for seed in (1, 2):
         status = json.loads((tmp_path / "g" / f"seed{seed}" / "summary.json").read_text())
         assert status["status"] == "completed"
+
+
+def test_a_seed_sweep_whose_groups_overlap_is_refused():
+    stacked.check_sweep(["-m", "seed=1,11", "stack_seeds=10"], 10)
+    stacked.check_sweep(["seed=1"], 10)
+    with pytest.raises(ConfigError, match=r"these groups overlap. .*: seed=1,11\.$"):
+        stacked.check_sweep(["-m", "seed=1,2,3,4,5,6,7,8,9,10,11,12", "stack_seeds=10"], 10)
+
+
+@pytest.mark.parametrize(("overrides", "reason"), [
+    (["dataset=ptb", "model=lstm", "optim=sgdm"], "the language model is not stacked"),
+    (["dataset=imagenet", "model=preact_resnet34", "optim=sgdm"], "ImageNet ResNet"),
+    (["amp=bf16"], "exact fp32"), (["compile=true"], "without torch.compile"),
+    (["optim=adagradbng"], "AdaGradBNG does not step elementwise"),
+    (["model=mlp18", "optim=sgdmng"], None), (["optim=adagradng"], None)])
+def test_what_falls_back_to_one_seed_at_a_time(overrides, reason):
+    found = stacked.fallback_reason(compose_config(overrides))
+    assert (found is None) if reason is None else (reason in found)
