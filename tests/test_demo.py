@@ -4,6 +4,7 @@ report renders their files."""
 from __future__ import annotations
 
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -11,11 +12,14 @@ import pytest
 from conftest import REPO, cli_env
 from data.fixtures import make_cifar, make_rt
 
+# The Python running the tests, with nothing installed: make would otherwise build .venv/.
+NO_INSTALL = (f"PYTHON={sys.executable}", "-o", ".install.stamp")
+
 
 def test_make_demo_renders_figure_table_and_diagnostics(tmp_path: Path):
     out = tmp_path / "demo"
     proc = subprocess.run(
-        ["make", "-s", "demo", f"DEMO_OUT={out}", "ARGS=epochs=2 dataset.limit=300"],
+        ["make", "-s", "demo", *NO_INSTALL, f"DEMO_OUT={out}", "ARGS=epochs=2 dataset.limit=300"],
         cwd=REPO, env=cli_env(), capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     summaries = list(out.glob("runs/digits/mlp*/*/*/seed1/summary.json"))
@@ -33,7 +37,7 @@ def test_make_demo_renders_figure_table_and_diagnostics(tmp_path: Path):
 def _make(target: str, out: Path, args: str) -> subprocess.CompletedProcess:
     """`make <target> SCALE=quick` on fixture data into `out` (its sweeps, then its table)."""
     proc = subprocess.run(
-        ["make", "-s", target, "SCALE=quick", f"RESULTS={out}",
+        ["make", "-s", target, *NO_INSTALL, "SCALE=quick", f"RESULTS={out}",
          f"ARGS=out_dir={out} epochs=1 batch_size=4 ++dataset.verify_md5=false {args}"],
         cwd=REPO, env=cli_env(), capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
