@@ -96,9 +96,11 @@ def cell_stats(runs: list[Run], cell: Cell, seeds: Iterable[int], metric: Metric
 
 
 def cell_runs(runs: list[Run], cell: Cell, seeds: Iterable[int]) -> list[Run]:
-    """The runs of a cell that have any curve to draw, in seed order."""
+    """The runs of a cell that have any curve to draw, in seed order (a damaged one has none:
+    its history is partial)."""
     found = [find_run(runs, cell, seed) for seed in seeds]
-    return [run for run in found if run is not None and not run.metrics.empty]
+    return [run for run in found
+            if run is not None and run.status != "damaged" and not run.metrics.empty]
 
 
 def curve_stats(runs: list[Run], column: str, transform: Callable | None = None) -> pd.DataFrame:

@@ -91,14 +91,46 @@ def _candidates(runs: list[Run], cell: Cell, seed: int) -> list[Run]:
             and (run.dataset, run.model, run.optim) == (cell.dataset, cell.model, cell.optim)]
 
 
+def cell_content(runs: list[Run], cell: Cell) -> str | None:
+    """The data the cell's runs were made on: the content fingerprint most of its seeds share
+    (ties: the lowest seed's); None when no run recorded one. Kept on a `Runs` list, as it is
+    asked once per seed."""
+    cache = getattr(runs, "contents", None)
+    if cache is not None and cell in cache:
+        return cache[cell]
+    seeds: dict[str, set[int]] = {}
+    for run in runs:
+        if run.data_content and (run.dataset, run.model, run.optim) == (
+                cell.dataset, cell.model, cell.optim) and cell.matches(run):
+            seeds.setdefault(run.data_content, set()).add(run.seed)
+    found = min(seeds, key=lambda c: (-len(seeds[c]), min(seeds[c]), c)) if seeds else None
+    if cache is not None:
+        cache[cell] = found
+    return found
+
+
+def on_other_data(runs: list[Run], cell: Cell, run: Run) -> bool:
+    """A run of the cell's config made on other data than the cell's runs (an absent
+    fingerprint, from an older run, goes with any)."""
+    content = cell_content(runs, cell)
+    return bool(run.data_content and content and run.data_content != content)
+
+
 def find_run(runs: list[Run], cell: Cell, seed: int) -> Run | None:
-    """The run answering (cell, seed): one whose config is the cell's. Among several folders of
-    that config, the first status in runs.STATUS_RANK (a diverged one first), then the most
-    epochs logged."""
-    found = [run for run in _candidates(runs, cell, seed) if cell.matches(run)]
+    """The run answering (cell, seed): one whose config is the cell's, made on the cell's data
+    (`on_other_data`: never pooled). Among several folders of that config, the first status in
+    runs.STATUS_RANK (a diverged one first), then the most epochs logged."""
+    found = [run for run in _candidates(runs, cell, seed)
+             if cell.matches(run) and not on_other_data(runs, cell, run)]
     if not found:
         return None
     return min(found, key=lambda run: (STATUS_RANK[run.status], -len(run.records), str(run.path)))
+
+
+def other_data_run(runs: list[Run], cell: Cell, seed: int) -> Run | None:
+    """A run of (cell, seed)'s config left out because it was made on other data."""
+    return next((run for run in _candidates(runs, cell, seed)
+                 if cell.matches(run) and on_other_data(runs, cell, run)), None)
 
 
 def nearest_other(runs: list[Run], cell: Cell, seed: int,

@@ -44,7 +44,8 @@ def grad_norm_matrix(run: Run) -> tuple[list[str], np.ndarray, np.ndarray]:
 def first_run_with_norms(artifact: Artifact, runs: list[Run], cell: Cell) -> Run | None:
     for seed in artifact.seeds:
         run = find_run(runs, cell, seed)
-        if run is not None and any(isinstance(r.get("grad_norms"), dict) for r in run.records):
+        if run is not None and run.status != "damaged" and any(
+                isinstance(r.get("grad_norms"), dict) for r in run.records):
             return run
     return None
 

@@ -6,9 +6,18 @@ artifact and the grids it reads."""
 from __future__ import annotations
 
 import itertools
+from collections import Counter
 from dataclasses import dataclass, replace
 
-from .cells import NO_CONFIG, Cell, find_run, nearest_other, resume_command
+from .cells import (
+    NO_CONFIG,
+    Cell,
+    cell_content,
+    find_run,
+    nearest_other,
+    other_data_run,
+    resume_command,
+)
 from .expected import parse_overrides, summarize
 from .runs import PENDING, Run
 from .sweeps import experiment_exists, read_sweep
@@ -223,6 +232,8 @@ def pending_runs(artifact: Artifact, runs: list[Run], out_dir: str = "results",
         elif run.status in PENDING:
             message = str(run.summary.get("message") or "")
             detail = f"{run.progress}" + (f": {message}" if message else "")
+            if run.status == "damaged":
+                detail = f"metrics.jsonl {run.cut_short}"
             pending.append(Pending(cell, seed, run.status,
                                    resume_command(run.command, fresh, out_dir, extra), detail))
     return pending
@@ -230,12 +241,17 @@ def pending_runs(artifact: Artifact, runs: list[Run], out_dir: str = "results",
 
 OTHER = "present but made under another config"
 UNCHECKED = "present but its config cannot be checked"
+OTHER_DATA = "present but made on other data"
 
 
 def _absent(runs: list[Run], cell: Cell, seed: int, fresh: str,
             answered: frozenset[int]) -> Pending:
     """A missing run, or one present under another config (and answering no other cell of the
     artifact): which folder, and how it differs."""
+    other = other_data_run(runs, cell, seed)
+    if other is not None:
+        return Pending(cell, seed, OTHER_DATA, fresh, f"data {other.data_content[:12]}, the "
+                       f"cell's other runs {cell_content(runs, cell)[:12]} [{other.name}]")
     near = nearest_other(runs, cell, seed, answered)
     if near is None:
         return Pending(cell, seed, "missing", fresh)
@@ -245,20 +261,39 @@ def _absent(runs: list[Run], cell: Cell, seed: int, fresh: str,
     return Pending(cell, seed, OTHER, fresh, f"{summarize(found)} [{run.name}]")
 
 
-def format_pending(artifact: Artifact, pending: list[Pending], limit: int | None = None) -> str:
-    """The list: one line per run, the command that produces (or resumes) it; at most `limit`
-    command lines, then a count of the rest."""
+SHOWN_MISSING = 3    # plain missing runs printed per artifact; the rest are counted
+SHOWN_OTHERS = 10    # failed, running, or made under another config: each needs a look
+
+
+def format_pending(artifact: Artifact, pending: list[Pending], limit: int | None = None,
+                   listing: str = "") -> str:
+    """The list: one line per run, the command that produces (or resumes) it. With `limit`
+    (what is printed; `listing` names the file with every line): a count per state, the runs
+    that need a look, the first few missing ones, then how many more."""
     expected = len(artifact.expected())
     if not pending:
         return f"[{artifact.name}] all {expected} runs present."
-    lines = [f"[{artifact.name}] {len(pending)} run(s) without a result (of {expected} expected):"]
-    for item in pending[:limit]:
-        joint = ": " if item.state in (OTHER, UNCHECKED) else ", "
-        note = f"  # {item.state}" + (f"{joint}{item.detail}" if item.detail else "")
-        lines.append(f"  {item.command}{note}")
-    if limit is not None and len(pending) > limit:
-        lines.append(f"  ... and {len(pending) - limit} more")
+    head = f"[{artifact.name}] {len(pending)} run(s) without a result (of {expected} expected)"
+    if limit is None:
+        return "\n".join([f"{head}:", *map(_pending_line, pending)])
+    counts = Counter(item.state for item in pending)
+    if counts["missing"] == expected:   # a fresh results folder: one line, the commands in a file
+        return (f"[{artifact.name}] none of its {expected} runs present yet"
+                + (f"; every command: {listing}" if listing else ""))
+    others = [item for item in pending if item.state != "missing"]
+    missing = [item for item in pending if item.state == "missing"]
+    shown = others[:min(limit, SHOWN_OTHERS)] + missing[:min(limit, SHOWN_MISSING)]
+    lines = [f"{head}: " + ", ".join(f"{n} {state}" for state, n in counts.items())]
+    lines += [_pending_line(item) for item in pending if item in shown]
+    if len(pending) > len(shown):
+        lines.append(f"  ... and {len(pending) - len(shown)} more"
+                     + (f" (every command: {listing})" if listing else ""))
     return "\n".join(lines)
+
+
+def _pending_line(item: Pending) -> str:
+    joint = ": " if item.state in (OTHER, UNCHECKED, OTHER_DATA) else ", "
+    return f"  {item.command}  # {item.state}" + (f"{joint}{item.detail}" if item.detail else "")
 
 
 MIXED = "†"  # marks a cell with a seed trained by more than one commit (tables, figure legends)

@@ -16,9 +16,10 @@ import yaml
 # wins. A diverged run of the right config counts as diverged: a cell never reads better than
 # one of its own runs.
 STATUS_RANK = {"diverged": 0, "completed": 1, "running": 2, "interrupted": 3, "incomplete": 4,
-               "failed": 5}
-# Statuses without a result yet: the run's command produces (or resumes) it.
-PENDING = ("running", "interrupted", "incomplete", "failed")
+               "failed": 5, "damaged": 6}
+# Statuses without a result yet: the run's command produces (or resumes) it. `damaged`: a
+# completed run whose metrics.jsonl holds fewer epochs than its summary claims.
+PENDING = ("running", "interrupted", "incomplete", "failed", "damaged")
 
 
 # What a reader may meet in a damaged file: undecodable bytes, bad syntax, deep nesting, no access.
@@ -74,7 +75,7 @@ def check_jsonl(path: Path) -> tuple[list[dict], str | None]:
         if not raw.strip():
             continue
         try:
-            record = json.loads(raw.decode("utf-8"))
+            record = strict_json(raw.decode("utf-8"))
         except (ValueError, RecursionError):
             record = None
         if isinstance(record, dict):
@@ -87,9 +88,18 @@ def check_jsonl(path: Path) -> tuple[list[dict], str | None]:
     return records, f"line(s) {lines} not a JSON object (binary, cut off or another type); skipped"
 
 
+def _refuse_constant(name: str):
+    raise ValueError(f"a bare {name}: not strict JSON (the engine writes null)")
+
+
+def strict_json(text: str):
+    """JSON as the engine writes it: a bare NaN or Infinity is damage, not a number."""
+    return json.loads(text, parse_constant=_refuse_constant)
+
+
 def read_json(path: Path) -> dict | None:
     """The JSON object in `path`, or None if it is missing, damaged or not an object."""
-    return check_mapping(path, json.loads)[0]
+    return check_mapping(path, strict_json)[0]
 
 
 def read_yaml(path: Path) -> dict | None:
@@ -222,11 +232,38 @@ class Run:
     def status(self) -> str:
         """completed | diverged | running | interrupted | failed | incomplete (no summary.json)."""
         status = str(self.summary.get("status", "incomplete"))
-        if status not in STATUS_RANK:
+        if status not in STATUS_RANK or status == "damaged":
             status = "incomplete"
+        if status == "completed" and self.cut_short:
+            return "damaged"
         if status == "completed" and self._nonfinite_loss():
             return "diverged"
         return status
+
+    @property
+    def cut_short(self) -> str:
+        """Why a completed run's history is partial (metrics.jsonl holds fewer epochs than its
+        summary.json claims), or "": such a run is listed as damaged, never counted or drawn."""
+        claimed = self.summary.get("epochs_done", self.summary.get("epochs"))
+        if not isinstance(claimed, int) or isinstance(claimed, bool):
+            return ""
+        logged = {r["epoch"] for r in self.records
+                  if isinstance(r.get("epoch"), int) and 1 <= r["epoch"] <= claimed}
+        if len(logged) >= claimed:
+            return ""
+        return (f"holds {len(logged)} of the {claimed} epochs its completed summary.json "
+                "claims; the run is not counted")
+
+    @property
+    def data_content(self) -> str | None:
+        """The fingerprint of the data files the run read (`identity.data.content` of
+        summary.json, else of config.yaml's meta); None in a run from before it was recorded."""
+        for identity in (self.summary.get("identity"), self.meta.get("identity")):
+            data = identity.get("data") if isinstance(identity, dict) else None
+            content = data.get("content") if isinstance(data, dict) else None
+            if isinstance(content, str) and content:
+                return content
+        return None
 
     def _nonfinite_loss(self) -> bool:
         final = self.final
@@ -262,7 +299,7 @@ def _identity_from_path(run_dir: Path, runs_root: Path) -> dict:
             "seed": parts[4][len("seed"):]}
 
 
-RUN_FILES = {"summary.json": json.loads, "config.yaml": yaml.safe_load}
+RUN_FILES = {"summary.json": strict_json, "config.yaml": yaml.safe_load}
 
 
 def load_run(run_dir: Path, runs_root: Path) -> Run | None:
@@ -295,6 +332,9 @@ def load_run(run_dir: Path, runs_root: Path) -> Run | None:
               extra=str(extra), seed=seed, summary=read["summary.json"] or {}, config=config,
               damaged=damaged, results=runs_root.parent)
     run.records  # noqa: B018 -- read now, so a damaged metrics.jsonl is known before rendering
+    if run.summary.get("status") == "completed" and run.cut_short:
+        known = run.damaged.get("metrics.jsonl")
+        run.damaged["metrics.jsonl"] = "; ".join(filter(None, [known, run.cut_short]))
     return run
 
 
@@ -303,13 +343,14 @@ class Runs(list):
     under runs/, as (path relative to the results folder, what is wrong)."""
 
     damaged: list[tuple[str, str]]
+    contents: dict   # cell -> the data its runs were made on (.cells.cell_content), as asked
 
 
 def load_runs(results_dir: Path) -> Runs:
     """Every run under `<results_dir>/runs/`, in path order. A missing folder gives []. A folder
     with run files that cannot be told apart as a run is listed as damaged."""
     found = Runs()
-    found.damaged = []
+    found.damaged, found.contents = [], {}
     runs_root = Path(results_dir) / "runs"
     if not runs_root.is_dir():
         return found
