@@ -13,6 +13,7 @@ import pytest
 
 from conftest import REPO, cli_env
 from reports import cli
+from reports.inputs import InputError
 from reports.registry import ENTRIES, KINDS, REGISTRY, TARGETS, artifacts, names, renderers
 
 REPORTS = REPO / "scripts" / "reports"
@@ -50,7 +51,7 @@ def test_every_make_target_renders_its_own_artifact():
 
 def test_the_cli_takes_its_targets_and_list_from_the_registry(capsys):
     assert cli.parse_args(TARGETS).targets == TARGETS
-    with pytest.raises(SystemExit):
+    with pytest.raises(InputError, match="unknown target"):
         cli.parse_args(["no_such_artifact"])
     assert cli.main(["--list"]) == 0
     listed = dict(line.split(": ", 1) for line in capsys.readouterr().out.splitlines())

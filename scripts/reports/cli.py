@@ -1,6 +1,7 @@
 """`python scripts/report.py [TARGET ...] [--results DIR] ...`: render tables and figures from the
 runs present, print where they went and the command for every run still missing. Never trains,
-and a partial sweep is not an error (exit 0); only a renderer bug exits 1."""
+and a partial sweep is not an error (exit 0); a renderer bug exits 1, and bad input or an output
+folder that cannot be written exits 2 with one line."""
 
 from __future__ import annotations
 
@@ -11,14 +12,22 @@ import traceback
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from .inputs import InputError, check_out, check_results, check_run_args, parse_seeds
 from .registry import KINDS, REGISTRY, TARGETS, artifacts, demo_artifacts, names, renderers
 
 if TYPE_CHECKING:
     from .grids import Artifact
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse, its errors in one line (with where to read the options) and exit 2."""
+
+    def error(self, message: str):
+        raise InputError(f"{message} (python scripts/report.py --help lists the options)")
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="python scripts/report.py", description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("targets", nargs="*", metavar="TARGET",
@@ -61,7 +70,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error(f"unknown target(s) {unknown}; choose from "
                      f"{TARGETS + ['verdicts', 'all', 'demo']}")
     args.targets = targets
-    args.seeds = tuple(int(s) for s in args.seeds.split(",") if s) if args.seeds else None
+    args.seeds = parse_seeds(args.seeds) if args.seeds is not None else None
     return args
 
 
@@ -108,23 +117,51 @@ def render(artifact: Artifact, runs, out_dir: Path, paper: dict) -> list[Path]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    if args.list is not None:
-        print(list_artifacts(args.list))
-        return 0
+    """Exit 0 when every target rendered (missing runs included), 1 when a renderer failed, 2 on
+    bad input or an output that cannot be written (one line says which)."""
+    try:
+        args = parse_args(argv)
+        if args.list is not None:
+            print(list_artifacts(args.list))
+            return 0
+        return report(args)
+    except (InputError, OSError) as error:
+        print(f"error: {_one_line(error)}", file=sys.stderr)
+        return 2
+
+
+def _one_line(error: Exception) -> str:
+    if isinstance(error, OSError) and error.filename is not None:
+        return f"cannot write {error.filename}: {error.strerror or type(error).__name__}"
+    return (str(error).splitlines() or [type(error).__name__])[0]
+
+
+def check(args: argparse.Namespace, chosen: dict[str, Artifact]) -> tuple[Path, Path]:
+    """(the results folder, the output folder), after every check of the command line."""
+    check_run_args(args.run_args, {name: {key for grid in artifact.grids
+                                          for variant in grid.variants for key, _ in variant}
+                                   for name, artifact in chosen.items()})
+    results = default_results(args)
+    check_results(results, args.results is not None)
+    out_dir = args.out or results
+    check_out(out_dir)
+    return results, out_dir
+
+
+def report(args: argparse.Namespace) -> int:
     # The rest reads runs and draws (pandas, matplotlib): imported here, so `--list` needs only
     # the standard library (make runs it while it reads the Makefile).
     from .formatting import load_paper
-    from .grids import format_damaged, format_pending, mixed_commit_lines, pending_runs
+    from .grids import format_damaged, mixed_commit_lines
     from .output import write_atomic
     from .runs import load_runs
-    from .verdict_files import report_verdicts, verdict_lines
+    from .verdict_files import report_verdicts
 
+    chosen = select(args)
     if args.sweeps:
-        print(" ".join(dict.fromkeys(s for art in select(args).values() for s in art.sweeps)))
+        print(" ".join(dict.fromkeys(s for art in chosen.values() for s in art.sweeps)))
         return 0
-    results = default_results(args)
-    out_dir = args.out or results
+    results, out_dir = check(args, chosen)
     started = time.perf_counter()
     runs = load_runs(results)
     paper = load_paper(args.paper) if args.paper else load_paper()
@@ -137,28 +174,21 @@ def main(argv: list[str] | None = None) -> int:
         print(format_damaged(runs.damaged, None if args.list_all else 20))
         print(f"    full list: {listing}")
     failures = 0
-    for name, artifact in select(args).items():
+    for name, artifact in chosen.items():
         try:
             paths = render(artifact, runs, out_dir, paper)
+        except OSError:
+            raise
         except Exception:  # a renderer bug must not hide the other artifacts
             failures += 1
             print(f"[{name}] FAILED to render:\n{traceback.format_exc()}", file=sys.stderr)
             continue
         print(f"[{name}] {artifact.title}" + ("  [QUICK SCALE]" if artifact.scale == "quick"
                                               else ""))
-        for path in paths:
-            print(f"    wrote {path}")
-        for line in verdict_lines(name, artifact, runs):  # its claims of the paper, checked
+        print(f"    wrote {written(paths)}")
+        _pending(args, artifact, runs, results, out_dir)
+        for line in mixed_commit_lines(artifact, runs):
             print(line)
-        if REGISTRY[name].pending:
-            pending = pending_runs(artifact, runs, str(results), run_args(args, artifact))
-            listing = write_atomic(Path(out_dir) / "missing" / f"{name}.txt",
-                                   format_pending(artifact, pending) + "\n")
-            print(format_pending(artifact, pending, None if args.list_all else 20))
-            if pending:
-                print(f"    full list: {listing}")
-            for line in mixed_commit_lines(artifact, runs):
-                print(line)
     if {"verdicts", "all"} & set(args.targets):
         seeds = args.seeds or ((1,) if args.scale == "quick" else None)
         failures += report_verdicts(runs, out_dir, paper, args.dataset, seeds, args.scale,
@@ -167,3 +197,33 @@ def main(argv: list[str] | None = None) -> int:
     print(f"done in {time.perf_counter() - started:.1f}s; outputs under {out_dir}/tables and "
           f"{out_dir}/figures")
     return 1 if failures else 0
+
+
+def written(paths: list[Path]) -> str:
+    """The files on one line, each stem once with its formats: `tables/t1.{md,tex,csv}`."""
+    stems: dict[Path, list[str]] = {}
+    for path in paths:
+        stems.setdefault(path.with_suffix(""), []).append(path.suffix.lstrip("."))
+    return " ".join(f"{stem}.{suffixes[0]}" if len(suffixes) == 1
+                    else f"{stem}.{{{','.join(suffixes)}}}" for stem, suffixes in stems.items())
+
+
+def _pending(args: argparse.Namespace, artifact: Artifact, runs, results: Path,
+             out_dir: Path) -> None:
+    """The artifact's claims (when any of its runs is present) and its runs without a result:
+    a few lines printed, every command in missing/<name>.txt."""
+    from .grids import format_pending, pending_runs
+    from .output import write_atomic
+    from .verdict_files import verdict_lines
+
+    if not REGISTRY[artifact.name].pending:  # a table whose runs are another entry's
+        for line in verdict_lines(artifact.name, artifact, runs):
+            print(line)
+        return
+    pending = pending_runs(artifact, runs, str(results), run_args(args, artifact))
+    if len(pending) < len(artifact.expected()):  # no claim can be checked on no runs at all
+        for line in verdict_lines(artifact.name, artifact, runs):
+            print(line)
+    listing = write_atomic(Path(out_dir) / "missing" / f"{artifact.name}.txt",
+                           format_pending(artifact, pending) + "\n")
+    print(format_pending(artifact, pending, None if args.list_all else 20, str(listing)))
