@@ -74,11 +74,13 @@ def write_run(root: Path, dataset, model, optim, seed, accs=None, status="comple
     command = command or f"python run.py dataset={dataset} model={model} optim={optim} seed={seed}"
     if summary:
         final = json.loads(lines[-1])
-        if status == "diverged":
-            final["train_loss"] = float("nan")
+        nonfinite = ["final.train_loss"] if status == "diverged" else []
+        if nonfinite:  # strict JSON, as the engine writes a NaN: null, and its path listed
+            final["train_loss"] = None
         (run_dir / "summary.json").write_text(json.dumps({
             "status": status, "epochs_done": len(losses), "epochs": len(losses), "final": final,
-            "best": {"test_acc": max(accs)}, "command": command, "message": ""}))
+            "best": {"test_acc": max(accs)}, "command": command, "message": "",
+            **({"nonfinite": nonfinite} if nonfinite else {})}))
     if meta:
         config = run_config(dataset, model, optim, seed, extra, experiment, changes)
         config["meta"] = {"dataset": dataset, "model": model, "optim": optim, "extra": extra,
@@ -262,7 +264,7 @@ def test_quick_scale_is_labelled(table_tree, tmp_path):
     assert cli.main(["table1", "--results", str(table_tree), "--out", str(out),
                      "--scale", "quick"]) == 0
     assert "QUICK SCALE" in (out / "tables" / "table1.md").read_text()
-    assert "over seeds 1;" in (out / "tables" / "table1.md").read_text()
+    assert "over seed 1;" in (out / "tables" / "table1.md").read_text()
     listed = (out / "missing" / "table1.txt").read_text()
     assert f"model=resnet110 optim=sgdmng_adap seed=1 out_dir={table_tree} " \
            "experiment=table1_quick" in listed

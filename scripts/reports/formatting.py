@@ -48,7 +48,9 @@ def key_label(key: str) -> str:
 
 
 def seeds_text(seeds) -> str:
-    return ",".join(map(str, seeds))
+    """"seed 1", or "seeds 1,2,3"."""
+    seeds = list(seeds)
+    return f"seed{'s' if len(seeds) != 1 else ''} {','.join(map(str, seeds))}"
 
 
 def scale_banner(artifact: Artifact) -> str:
@@ -94,7 +96,7 @@ def format_paper(value) -> str:
 
 def stats_note(artifact: Artifact, with_paper: bool, extra: tuple[str, ...] = ()) -> str:
     """The note of a table of mean ± std cells: how to read a cell, bold, and the paper columns."""
-    return " ".join((f"{scale_banner(artifact)}Mean ± sample std (ddof=1) over seeds "
+    return " ".join((f"{scale_banner(artifact)}Mean ± sample std (ddof=1) over "
                      f"{seeds_text(artifact.seeds)}; bold: best of the column among cells with no "
                      "diverged seed; — no finished run; div. diverged (div. k/N: k of N seeds "
                      "diverged, the number is over the rest); n=k/N: only k seeds finished."

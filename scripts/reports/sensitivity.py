@@ -23,7 +23,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from .aggregate import SeedStats, best_percent, cell_stats  # noqa: E402
-from .formatting import format_stats, write_rows  # noqa: E402
+from .formatting import format_stats, seeds_text, write_rows  # noqa: E402
 from .grids import Artifact, Cell, Grid, find_run, label  # noqa: E402
 from .output import save_figure, style  # noqa: E402
 from .readings import Reading, readings_table  # noqa: E402
@@ -104,7 +104,7 @@ def render_lr(artifact: Artifact, runs: list[Run], out_dir: Path, paper: dict) -
                      within, above,
                      "—" if reported is None else f"{reported:.2f}"])
     note = (f"Best validation accuracy (%) over the run's epochs, mean ± sample std (ddof=1) over "
-            f"seeds {','.join(map(str, artifact.seeds))}; × 1 is Table 4's own run. {LAST}: a "
+            f"{seeds_text(artifact.seeds)}; × 1 is Table 4's own run. {LAST}: a "
             "seed's best came at its last epoch (more epochs might raise it). A learning rate "
             f"'works' within {WORKS_WITHIN:g} point of the optimizer's own best mean, or at "
             f"{WORKS_ABOVE:g}% and above (k of the n learning rates with a result; a diverged one "
@@ -165,8 +165,8 @@ def render_readings(artifact: Artifact, runs: list[Run], out_dir: Path,
         f"{names.get(g.sweep, g.sweep)}: "
         + (", ".join(f"{k}={v}" for k, v in g.variants[0]) or "the defaults")
         for g in grids)
-    note = (f"Best validation accuracy (%), mean ± sample std (ddof=1) over seeds "
-            f"{','.join(map(str, artifact.seeds))}; the difference rows pair seeds: mean "
+    note = (f"Best validation accuracy (%), mean ± sample std (ddof=1) over "
+            f"{seeds_text(artifact.seeds)}; the difference rows pair seeds: mean "
             f"[95% t interval] (n). {settings}. docs/PROTOCOL.md names both readings. "
             "Paper: Table 4, one run each.")
     return write_rows(artifact, header, rows, note, out_dir)

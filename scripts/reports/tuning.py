@@ -14,7 +14,14 @@ from __future__ import annotations
 from pathlib import Path
 
 from .aggregate import SeedStats, cell_stats, final_error
-from .formatting import best_finished, format_stats, key_label, plain_note, write_rows
+from .formatting import (
+    best_finished,
+    format_stats,
+    key_label,
+    plain_note,
+    seeds_text,
+    write_rows,
+)
 from .grids import Artifact, Cell, Grid, label
 from .readings import Reading, readings_table
 from .runs import Run
@@ -61,7 +68,7 @@ def render_tuning(artifact: Artifact, runs: list[Run], out_dir: Path, paper: dic
     searched = tuning.get("searched")
     note = plain_note(artifact, (
         "Error (%) on the 5,000 held-out CIFAR training images (dataset.holdout=5000; trained on "
-        f"the other 45,000) at the last epoch, seeds {','.join(map(str, artifact.seeds))}; bold "
+        f"the other 45,000) at the last epoch, {seeds_text(artifact.seeds)}; bold "
         "and 'our pick': the lowest. The paper's pick and searched values "
         f"({searched}): the paper (arXiv 1707.04822), section 4.2"
         + ("; it searched per-layer clipping only." if any(
@@ -93,7 +100,7 @@ def render_readings(artifact: Artifact, runs: list[Run], out_dir: Path, paper: d
     header, rows = readings_table(runs, readings, metrics, ablation.optims)
     sources = ", ".join(dict.fromkeys(g.sweep for g in artifact.grids if g.reference))
     note = plain_note(artifact, (
-        f"Mean ± sample std (ddof=1) over seeds {','.join(map(str, ablation.seeds))} at the last "
+        f"Mean ± sample std (ddof=1) over {seeds_text(ablation.seeds)} at the last "
         f"epoch. Default reading ({default_text}): the runs of {sources}; other reading "
         f"({other_text}): the runs of {ablation.sweep}. docs/PROTOCOL.md gives both readings."))
     return write_rows(artifact, header, rows, note, out_dir)
