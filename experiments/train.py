@@ -146,9 +146,10 @@ def _trust_history(stored: StoredRun, action: str,
     if action != "skip" or done is None:
         return action, done, ""
     claimed, kept = done.get("epochs_done"), len(stored.history)
-    if not isinstance(claimed, int) or kept >= claimed:
+    damaged = stored.damaged.get("metrics.jsonl")
+    if not damaged and (not isinstance(claimed, int) or kept >= claimed):
         return action, done, ""
-    cut = f"metrics.jsonl holds {kept} of the {claimed} epochs summary.json claims"
+    cut = damaged or f"metrics.jsonl holds {kept} of the {claimed} epochs summary.json claims"
     if stored.has_checkpoint:
         return "resume", None, f"{cut}; going on from checkpoint.pt, which holds them"
     return "retrain", None, f"{cut} and no checkpoint.pt holds them; training it from epoch 1"

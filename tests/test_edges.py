@@ -273,19 +273,23 @@ def test_a_rebuilt_summary_keeps_its_folder_relative(tmp_path, capsys):
     assert stored["run_dir"] == summary["run_dir"] == "runs/digits/mlp6/adam/epochs=2/seed1"
 
 
+@pytest.mark.parametrize("damage", ["cut", "binary"])
 @pytest.mark.parametrize("checkpoint", [True, False], ids=["checkpoint", "no-checkpoint"])
-def test_a_finished_summary_over_a_cut_history_is_not_skipped(tmp_path, capsys, checkpoint):
-    """metrics.jsonl cut to 1 of the 2 epochs the completed summary claims: gone on from the
-    kept checkpoint (which holds both), else trained again; one line says which."""
+def test_a_finished_summary_over_a_damaged_history_is_not_skipped(tmp_path, capsys, checkpoint,
+                                                                   damage):
+    """metrics.jsonl cut to 1 of the 2 epochs the completed summary claims, or unreadable: gone
+    on from the kept checkpoint (which holds both), else trained again; one line says which."""
     run_dir = tmp_path / "run"
     keep = [f"keep_checkpoint={str(checkpoint).lower()}"]
     train(run_dir, *keep)
     history = (run_dir / "metrics.jsonl").read_text()
-    write_text(run_dir / "metrics.jsonl", history.splitlines()[0] + "\n")
+    cut = damage == "cut"
+    (run_dir / "metrics.jsonl").write_bytes(history.encode()[:history.index("\n") + 1] if cut
+                                            else b"\x00\xff not text")
+    why = "holds 1 of the 2 epochs summary.json claims" if cut else "metrics.jsonl cannot be read"
     capsys.readouterr()
     summary = train(run_dir, *keep)
-    said = [line for line in capsys.readouterr().out.splitlines()
-            if "metrics.jsonl holds 1 of the 2 epochs summary.json claims" in line]
+    said = [line for line in capsys.readouterr().out.splitlines() if why in line]
     assert len(said) == 1 and said[0].startswith("[resume]" if checkpoint else "[retrain]")
     assert summary["status"] == "completed" and summary["epochs_done"] == 2
     rows = (run_dir / "metrics.jsonl").read_text().splitlines()
