@@ -54,7 +54,7 @@ def test_epochs_and_seconds_to_the_base_optimizers_level(tmp_path):
     assert loss_rows["AdamNG"]["speed-up"] == "1.60x"           # 4 / 2.5
     assert acc_rows["Adam"]["target"].startswith("test_acc ≥ 0.71 ")
     assert acc_rows["Adam"]["reached"] == "1/2"                 # seed 1 peaks at 0.70
-    assert acc_rows["AdamNG"]["epochs"] == "2.0" and acc_rows["AdamNG"]["reached"] == "1/2"
+    assert acc_rows["AdamNG"]["epochs"] == "2" and acc_rows["AdamNG"]["reached"] == "1/2"
 
 
 def test_report_writes_the_targets_table_beside_the_artifact(tmp_path):
@@ -68,3 +68,18 @@ def test_report_writes_the_targets_table_beside_the_artifact(tmp_path):
     first = (tmp_path / "tables" / "table4_targets.csv").read_bytes()
     assert cli.main(["table4", "--results", str(tmp_path), "--seeds", "1,2,3"]) == 0
     assert (tmp_path / "tables" / "table4_targets.csv").read_bytes() == first   # re-render is stable
+
+
+def test_a_level_every_optimizer_meets_at_once_gives_way_to_the_family_s_best(tmp_path):
+    # SGDM never leaves chance (best 0.10 at epoch 1), so its level separates nothing: SGDMNG's
+    # best, 0.9, is the target instead, and SGDM never reaches it.
+    write_run(tmp_path, "sgdm", 1, [2.3, 2.3, 2.3], [0.10, 0.10, 0.10])
+    write_run(tmp_path, "sgdmng", 1, [1.0, 0.5, 0.3], [0.5, 0.9, 0.8])
+    rows = build_rows(artifacts()["table4"].adapt(seeds=(1,)), load_runs(tmp_path))
+    acc_rows = {r["optimizer"]: r for r in rows if r["target"].startswith("test_acc")}
+    assert acc_rows["SGDM"]["target"] == "test_acc ≥ 0.9 (family's best test_acc, SGDMNG)"
+    assert acc_rows["SGDM"]["epochs"] == "not reached" and acc_rows["SGDM"]["reached"] == "0/1"
+    assert acc_rows["SGDMNG"]["epochs"] == "2"               # one seed: a whole epoch
+    loss_rows = {r["optimizer"]: r for r in rows if r["target"].startswith("train_loss")}
+    assert loss_rows["SGDM"]["target"] == ("train_loss ≤ 0.3 (family's best final training loss, "
+                                           "SGDMNG)")

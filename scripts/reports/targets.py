@@ -120,7 +120,8 @@ def family_targets(family: dict[str, list[Run]], base: str) -> list[Target]:
                 ((found.value, optim) for found, optim in levels),
                 key=lambda item: item[0])
             target = Target(target.column, target.maximize, value,
-                            target.how.replace("base's", "family's best"), optim)
+                            target.how.replace("base's best", "family's best")
+                            .replace("base's", "family's best"), optim)
         chosen.append(target)
     return chosen
 
