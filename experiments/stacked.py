@@ -27,14 +27,14 @@ from pathlib import Path
 
 import torch
 from hydra.utils import get_object
-from omegaconf import DictConfig, open_dict
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from . import distributed, train
 from .checkpoint import save_checkpoint
 from .config import check_config, provenance, resolve_device
 from .errors import ConfigError, Diverged, describe, user_error
 from .io import RunLock, write_jsonl
-from .loops import EpochState, epoch_line
+from .loops import EpochState, epoch_line, warn_dead_layers
 from .schedule import build_schedule
 from .signals import StopRequest
 from .stacked_loop import (
@@ -290,6 +290,10 @@ def _record(member: Member, row: dict, index: int, sums: StackedSums, task: Stac
         means = (sums.norm_sum[index] / max(sums.norm_steps, 1)).tolist()
         row["grad_norms"] = dict(zip(task.plan.names, means, strict=True))
         row["grad_norm_steps"] = sums.norm_steps
+        if {name for name, mean in row["grad_norms"].items() if mean == 0.0} - member.dead:
+            print(f"seed {member.seed}: ", end="")     # the warning below names the layers
+        member.dead = warn_dead_layers(row, row["epoch"], True, member.dead, OmegaConf.select(
+            member.cfg, "optim.normalize.norm_dtype"))
     member.progress.history.append(row)
 
 

@@ -46,6 +46,7 @@ class Member:
     clock: object = None
     logger: object = None
     group: list[int] | None = None     # the seeds trained together with it (its provenance)
+    dead: frozenset[str] = frozenset()  # the layers its dead-layer warning has named
 
 
 def member_overrides(overrides: list[str], seed: int, first: int) -> list[str]:
