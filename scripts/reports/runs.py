@@ -99,7 +99,7 @@ def strict_json(text: str):
 
 def read_json(path: Path) -> dict | None:
     """The JSON object in `path`, or None if it is missing, damaged or not an object."""
-    return check_mapping(path, strict_json)[0]
+    return check_mapping(path, json.loads)[0]
 
 
 def read_yaml(path: Path) -> dict | None:
@@ -299,7 +299,9 @@ def _identity_from_path(run_dir: Path, runs_root: Path) -> dict:
             "seed": parts[4][len("seed"):]}
 
 
-RUN_FILES = {"summary.json": strict_json, "config.yaml": yaml.safe_load}
+# summary.json keeps Python's reading of a bare NaN: a NaN final loss reads as diverged, which
+# is never a better number than the run's own (metrics.jsonl is strict: a NaN line is damage).
+RUN_FILES = {"summary.json": json.loads, "config.yaml": yaml.safe_load}
 
 
 def load_run(run_dir: Path, runs_root: Path) -> Run | None:
