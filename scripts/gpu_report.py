@@ -54,10 +54,11 @@ def _cells(artifact: str, config_dir: Path) -> tuple[dict, ...]:
 def artifact_cells(artifact: str, config_dir: Path = CONFIG_DIR) -> list[dict]:
     """The cells of the artifact's sweeps as dicts (dataset, model, optim, seed, epochs and swept
     extras). Which sweeps make an artifact is the reports' one mapping (Table 3 is two)."""
-    from reports.grids import ARTIFACTS  # pandas: only once there is a GPU to project
+    from reports.registry import artifacts  # pandas: only once there is a GPU to project
 
     cells = []
-    sweeps = ARTIFACTS[artifact].sweeps if artifact in ARTIFACTS else (artifact,)
+    known = artifacts()
+    sweeps = known[artifact].sweeps if artifact in known else (artifact,)
     for sweep in sweeps:
         cells += _sweep_cells(sweep, config_dir)
     return cells

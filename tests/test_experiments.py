@@ -24,8 +24,10 @@ from conftest import REPO, compose_config, train_in_process
 from experiments.config import check_config
 from experiments.errors import ConfigError
 from experiments.record import Identity, StoredRun, config_identity
-from reports.grids import ARTIFACTS
+from reports.registry import artifacts
 from reports.sweeps import config_default, experiment_names, read_sweep
+
+ARTIFACTS = artifacts()
 
 PAPER = yaml.safe_load((REPO / "scripts" / "reports" / "paper_results.yaml").read_text())
 # The paper's artifacts first, then the tuning and ablation sweeps (the order cells are tested in).

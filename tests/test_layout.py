@@ -77,7 +77,7 @@ def test_tools_do_not_import_the_tests():
 
 
 def test_the_papers_numbers_sit_beside_the_reports():
-    from reports.tables import PAPER_FILE
+    from reports.formatting import PAPER_FILE
 
     assert PAPER_FILE == REPO / "scripts" / "reports" / "paper_results.yaml"
     assert PAPER_FILE.is_file() and not (REPO / "experiments" / "paper_results.yaml").exists()

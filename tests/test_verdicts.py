@@ -20,11 +20,13 @@ from omegaconf import OmegaConf, open_dict
 from conftest import REPO, compose_config, train_in_process
 from data.fixtures import make_mnist
 from reports import cli
-from reports.grids import ARTIFACTS
 from reports.pairs import pair_seeds
+from reports.registry import artifacts
 from reports.runs import load_runs
 from reports.stats import holm, paired_effect, seeds_for_power, t_power
 from reports.verdicts import WORDS, evaluate, load_claims
+
+ARTIFACTS = artifacts()
 
 PAPER = Path("/work/shared/paper/yu-2017-block-normalized-gradient.md")
 REPRO_MLP18 = REPO / "docs" / "reproduction" / "runs" / "mnist" / "mlp18"

@@ -19,10 +19,13 @@ import yaml
 
 from conftest import REPO
 from reports import cli
-from reports.grids import ARTIFACTS
-from reports.paper_checks import PAPER_FILE, paper_own
+from reports.formatting import PAPER_FILE
+from reports.paper_checks import paper_own
+from reports.registry import artifacts
 from reports.runs import load_runs
 from reports.verdicts import evaluate, load_claims
+
+ARTIFACTS = artifacts()
 
 PAPER = Path("/work/shared/paper/yu-2017-block-normalized-gradient.md")
 RT_RUNS = REPO / "docs" / "reproduction" / "runs" / "rt" / "kimcnn"

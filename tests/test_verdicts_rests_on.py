@@ -14,9 +14,11 @@ import yaml
 from test_verdicts import NG_BEATS_BASE, one_claim, table4_verdict, write_run
 
 from reports import cli
-from reports.grids import ARTIFACTS
+from reports.registry import artifacts
 from reports.runs import load_runs
 from reports.verdicts import evaluate, load_claims
+
+ARTIFACTS = artifacts()
 
 BEST = {"kind": "best_of", "a": "adamng", "others": ["adam"], "dataset.bptt": [40, 400, 1000],
         "metric": "mean_train_loss"}

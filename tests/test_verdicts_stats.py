@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from test_verdicts import one_claim, write_run
 
-from reports.grids import ARTIFACTS
+from reports.registry import artifacts
 from reports.runs import load_runs
 from reports.stats import (
     paired_effect,
@@ -30,6 +30,8 @@ from reports.stats import (
     welch_effect,
 )
 from reports.verdicts import evaluate
+
+ARTIFACTS = artifacts()
 
 T_975 = {2: 4.302653, 9: 2.262157}      # t quantiles, as printed in any t table
 

@@ -153,9 +153,9 @@ def report(args: argparse.Namespace) -> int:
     # the standard library (make runs it while it reads the Makefile).
     from .formatting import load_paper
     from .grids import format_damaged, mixed_commit_lines
-    from .output import write_atomic
     from .runs import load_runs
     from .verdict_files import report_verdicts
+    from .writer import write_atomic
 
     chosen = select(args)
     if args.sweeps:
@@ -213,8 +213,8 @@ def _pending(args: argparse.Namespace, artifact: Artifact, runs, results: Path,
     """The artifact's claims (when any of its runs is present) and its runs without a result:
     a few lines printed, every command in missing/<name>.txt."""
     from .grids import format_pending, pending_runs
-    from .output import write_atomic
     from .verdict_files import verdict_lines
+    from .writer import write_atomic
 
     if not REGISTRY[artifact.name].pending:  # a table whose runs are another entry's
         for line in verdict_lines(artifact.name, artifact, runs):

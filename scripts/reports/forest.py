@@ -14,8 +14,8 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from .output import write_atomic  # noqa: E402
 from .verdict_rules import ClaimResult  # noqa: E402
+from .writer import write_atomic  # noqa: E402
 
 COLOURS = {"holds": "#1b7837", "contradicted": "#b2182b", "inconclusive": "#7f7f7f",
            "untestable": "#c8c8c8"}

@@ -188,16 +188,6 @@ class Artifact:
         return replace(self, **changes)
 
 
-def __getattr__(name: str):
-    """`grids.ARTIFACTS`, where the verdicts' modules import it from: the registry's artifacts
-    (.registry names each one; it imports this module, so it is read on first use)."""
-    if name == "ARTIFACTS":
-        from .registry import artifacts
-
-        return artifacts()
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
 @dataclass(frozen=True)
 class Pending:
     """An expected run with no result yet: missing, made under another config (OTHER), or a

@@ -13,17 +13,11 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 from .grids import Artifact  # noqa: E402
-from .writer import write_atomic as _write_atomic  # noqa: E402
+from .writer import write_atomic  # noqa: E402
 
 COLORS = {"adam": "C0", "adamng": "C1", "adamclip": "C2", "adamng_adap": "C3",
           "sgdm": "C4", "sgdmng": "C5", "sgdmclip": "C6", "sgdmng_adap": "C7",
           "adagrad": "C8", "adagradng": "C9", "adagradbng": "k"}
-
-
-def write_atomic(path: Path, data: str | bytes) -> Path:
-    """`writer.write_atomic`, returning `path` (what the verdict files' writers expect)."""
-    _write_atomic(Path(path), data)
-    return Path(path)
 
 
 def style(optim: str) -> dict:
@@ -43,7 +37,7 @@ def save_figure(figure, stem: Path) -> list[Path]:
         # layout done by the caller; no creation date, so a re-render is byte-identical
         metadata = {"CreationDate": None} if fmt == "pdf" else None
         figure.savefig(buffer, format=fmt, dpi=130, metadata=metadata)
-        _write_atomic(path, buffer.getvalue())
+        write_atomic(path, buffer.getvalue())
         written.append(path)
     return written
 

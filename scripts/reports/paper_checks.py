@@ -11,26 +11,20 @@
 from __future__ import annotations
 
 from functools import cache
-from pathlib import Path
-
-import yaml
 
 from .claim_metrics import METRICS
+from .formatting import load_paper
 from .grids import Artifact, label
 from .pairs import pair_seeds
 from .runs import Run
 from .stats import prediction_interval, welch_against
 from .verdict_rules import protocol_notes
 
-PAPER_FILE = Path(__file__).resolve().with_name("paper_results.yaml")
-
 
 @cache
 def _paper() -> dict:
-    try:
-        return yaml.safe_load(PAPER_FILE.read_text()) or {}
-    except (OSError, yaml.YAMLError):
-        return {}
+    """The paper's printed numbers (formatting.load_paper: a missing file warns once, gives {})."""
+    return load_paper()
 
 
 def _column(spec: dict, table: dict, metric: str, model: str) -> str | None:

@@ -24,9 +24,8 @@ from .aggregate import (
     final_value,
     seed_stats,
 )
-from .formatting import (  # PAPER_FILE: where tests/test_layout.py looks for it
+from .formatting import (
     MIXED_NOTE,
-    PAPER_FILE,  # noqa: F401
     best_finished,
     format_paper,
     format_stats,

@@ -271,14 +271,16 @@ def report_verdicts(runs: list[Run], out_dir: Path, paper: dict, dataset: str | 
     runs made with other overrides than the rest): their claims alone, written to
     `verdicts_<artifact>...` so that a full check is never overwritten by a partial one.
     Returns 1 if the claims file cannot be read (one line says why), else 0."""
-    from .grids import ARTIFACTS
+    from .registry import artifacts
+
+    known = artifacts()
 
     extra = {} if run_args is None else {"run_args": run_args}
     try:
         names = [name for name in dict.fromkeys(c["artifact"] for c in load_claims()["claims"])
-                 if name in ARTIFACTS]
+                 if name in known]
         chosen = [name for name in names if name in only] or names
-        artifacts = {name: ARTIFACTS[name].adapt(dataset, seeds, scale, **extra)
+        artifacts = {name: known[name].adapt(dataset, seeds, scale, **extra)
                      for name in chosen}
         stem = "verdicts" if chosen == names else "_".join(["verdicts", *chosen])
         paths = render_verdicts(artifacts, runs, out_dir, paper, stem)

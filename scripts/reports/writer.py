@@ -25,11 +25,11 @@ TEX_SYMBOLS = (("±", r"$\pm$"), ("—", "---"), ("Δ", r"$\Delta$"), ("τ", r"$
                ("α", r"$\alpha$"), ("γ", r"$\gamma$"))
 
 
-def write_atomic(path: Path, text: str | bytes) -> None:
+def write_atomic(path: Path, text: str | bytes) -> Path:
     """Write `text` to `path` through a temporary file in the same folder, then rename it.
 
     The file is created with mode 0o666 less the umask, as `open()` would create it; a failure
-    leaves the old file (or none) and no temporary file."""
+    leaves the old file (or none) and no temporary file. Returns `path`."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
@@ -41,6 +41,7 @@ def write_atomic(path: Path, text: str | bytes) -> None:
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+    return path
 
 
 def tex_escape(text: str) -> str:
