@@ -122,7 +122,8 @@ bench: install
 	$(PYTHON) scripts/bench_data.py
 
 # --- the CPU reproduction (docs/reproduction/REPRODUCTION.md) -----------------------------------
-# Figure 1, Table 4 and Figure 3 on a data root of real files, seeds 1-3 (Table 4: 1-10), with
+# Figure 1 and Table 4 at the seeds their experiment configs fix (1-10, docs/PROTOCOL.md) and
+# Figure 3 at seeds 1-3, on a data root of real files, with
 # the cuts that document states (Table 4: 10 of 150 epochs, and SGDM/SGDMNG to 20 as a check of
 # that cut; Figure 3: BPTT 40 only, 3 epochs), Table 4's learning-rate sweep and its two
 # readings of Kim's setup, and the verdicts of the three artifacts' claims. Runs already in
@@ -142,35 +143,35 @@ SUBSET_ARGS ?= dataset.verify_md5=false
 RT_EPOCHS  ?= 10
 PTB_BPTT   ?= 40
 PTB_EPOCHS ?= 3
-REPRO_RUN  := $(PYTHON) run.py seed=1,2,3 grad_norm_every=1 data_root=$(DATA) $(REPRO_ARGS)
+REPRO_RUN  := $(PYTHON) run.py grad_norm_every=1 data_root=$(DATA) $(REPRO_ARGS)
 # Each table's cells ask for the config their runs were made with: the cuts go in --run-args.
-# $(call repro_report,TARGETS --results DIR,RUN ARGS[,SEEDS]); seeds 1-3 unless given.
-repro_report = $(PYTHON) scripts/report.py $(1) --seeds $(or $(3),1$(comma)2$(comma)3) --run-args "data_root=$(DATA) $(REPRO_ARGS) $(2)"
+# $(call repro_report,TARGETS --results DIR,RUN ARGS[,SEEDS]); the sweeps' own seeds unless given.
+repro_report = $(PYTHON) scripts/report.py $(1) $(if $(3),--seeds $(3)) --run-args "data_root=$(DATA) $(REPRO_ARGS) $(2)"
 comma := ,
-# Why Table 4 differs (REPRODUCTION.md): seeds 1-10 at the base protocol, then the learning-rate
+S3    := 1$(comma)2$(comma)3
+# Why Table 4 differs (REPRODUCTION.md): its config's seeds 1-10 at the base protocol, then the lr
 # sweep and Kim's and the TF port's readings, seeds 1-3, all at RT_EPOCHS.
 T4_RUN    := $(PYTHON) run.py data_root=$(DATA) $(REPRO_ARGS) out_dir=$(REPRO) epochs=$(RT_EPOCHS)
-T4_SEEDS  := 1$(comma)2$(comma)3$(comma)4$(comma)5$(comma)6$(comma)7$(comma)8$(comma)9$(comma)10
 T4_SWEEPS := table4_lr_sgdm table4_lr_adam table4_lr_adagrad table4_kim table4_tfport
 
 .PHONY: reproduce-cpu reproduce-table4
 reproduce-cpu: install reproduce-table4
 	$(REPRO_RUN) $(SUBSET_ARGS) out_dir=$(REPRO) experiment=figure1
-	$(REPRO_RUN) $(SUBSET_ARGS) out_dir=$(REPRO) experiment=figure3 dataset.bptt=$(PTB_BPTT) \
-	  epochs=$(PTB_EPOCHS)
-	$(REPRO_RUN) out_dir=$(REPRO)/longer experiment=table4 epochs=20 optim=sgdm,sgdmng
+	$(REPRO_RUN) $(SUBSET_ARGS) out_dir=$(REPRO) experiment=figure3 seed=$(S3) \
+	  dataset.bptt=$(PTB_BPTT) epochs=$(PTB_EPOCHS)
+	$(REPRO_RUN) out_dir=$(REPRO)/longer experiment=table4 seed=$(S3) epochs=20 optim=sgdm,sgdmng
 	$(call repro_report,figure1 diagnostics --results $(REPRO),grad_norm_every=1)
-	$(call repro_report,figure3 --results $(REPRO),grad_norm_every=1 epochs=$(PTB_EPOCHS))
+	$(call repro_report,figure3 --results $(REPRO),grad_norm_every=1 epochs=$(PTB_EPOCHS),$(S3))
 	$(call repro_report,verdicts figure1 --results $(REPRO),grad_norm_every=1)
-	$(call repro_report,verdicts figure3 --results $(REPRO),epochs=$(PTB_EPOCHS))
-	$(call repro_report,table4 --results $(REPRO)/longer,grad_norm_every=1 epochs=20)
+	$(call repro_report,verdicts figure3 --results $(REPRO),epochs=$(PTB_EPOCHS),$(S3))
+	$(call repro_report,table4 --results $(REPRO)/longer,grad_norm_every=1 epochs=20,$(S3))
 
 reproduce-table4: install
-	$(T4_RUN) seed=$(T4_SEEDS) experiment=table4
-	@set -e; for sweep in $(T4_SWEEPS); do $(T4_RUN) seed=1,2,3 experiment=$$sweep; done
-	$(call repro_report,table4 --results $(REPRO),epochs=$(RT_EPOCHS),$(T4_SEEDS))
-	$(call repro_report,table4_lr table4_readings --results $(REPRO),epochs=$(RT_EPOCHS))
-	$(call repro_report,verdicts table4 --results $(REPRO),epochs=$(RT_EPOCHS),$(T4_SEEDS))
+	$(T4_RUN) experiment=table4
+	@set -e; for sweep in $(T4_SWEEPS); do $(T4_RUN) seed=$(S3) experiment=$$sweep; done
+	$(call repro_report,table4 --results $(REPRO),epochs=$(RT_EPOCHS))
+	$(call repro_report,table4_lr table4_readings --results $(REPRO),epochs=$(RT_EPOCHS),$(S3))
+	$(call repro_report,verdicts table4 --results $(REPRO),epochs=$(RT_EPOCHS))
 
 # The CUDA readiness check (README, "The GPU check"). No `install` prerequisite: without CUDA it
 # only prints one line, and a GPU machine may have no network to install from.
