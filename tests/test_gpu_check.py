@@ -113,7 +113,9 @@ def test_an_item_over_its_cap_is_killed_and_the_next_one_runs(tmp_path: Path):
     items = [{**quick, "id": "first"}, {**quick, "id": "slow", "window_s": 120.0, "windows": 50},
              {**quick, "id": "third"}]
     kept: list[dict] = []
-    results = gpu_workers.run_items(items, "cpu", time.monotonic() + 240, 8.0, tmp_path,
+    # A 30 s cap: a quick item's worker (torch's import included) fits it on a loaded 2-core
+    # machine, and the slow one (50 windows of 120 s) cannot.
+    results = gpu_workers.run_items(items, "cpu", time.monotonic() + 240, 30.0, tmp_path,
                                   kept.append)
     assert [(r["id"], r["status"]) for r in results] == [
         ("first", "ok"), ("slow", "timeout"), ("third", "ok")]

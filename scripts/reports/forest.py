@@ -92,7 +92,8 @@ def forest_plot(claims: list[ClaimResult], data: dict, stem: Path) -> list[Path]
         axis.set_title(f"{artifact}: each comparison's effect and 95% interval ({basis})",
                        fontsize=8)
         buffer = io.BytesIO()
-        figure.savefig(buffer, format="png", dpi=110, metadata={"Software": None})
+        figure.savefig(buffer, format="png", dpi=110, bbox_inches="tight",  # long labels
+                       metadata={"Software": None})
         plt.close(figure)
         path = stem.with_name(f"{stem.name}.png" if len(by_artifact) == 1
                               else f"{stem.name}_{artifact}.png")
