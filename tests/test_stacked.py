@@ -26,7 +26,8 @@ METRICS = ("train_loss", "train_acc", "test_loss", "test_acc")
 
 
 @pytest.fixture(scope="module")
-def fixture_root(tmp_path_factory) -> Path:
+def noisy_root(tmp_path_factory) -> Path:
+    """CIFAR-10 with random pixels (not conftest.fixture_root's constant images) and RT."""
     root = tmp_path_factory.mktemp("data")
     noisy_cifar(make_cifar(root, "cifar10", n_train=10, n_test=4))
     make_rt(root, repeat=3)
@@ -110,8 +111,8 @@ def test_the_initial_weights_are_bitwise_the_separate_runs():
         assert net.params[name][1].equal(tensor)
 
 
-def test_kims_cnn_seed_is_its_separate_run(tmp_path: Path, fixture_root: Path):
-    common = ["dataset=rt", "model=kimcnn", "optim=adamng", f"data_root={fixture_root}",
+def test_kims_cnn_seed_is_its_separate_run(tmp_path: Path, noisy_root: Path):
+    common = ["dataset=rt", "model=kimcnn", "optim=adamng", f"data_root={noisy_root}",
               "++dataset.verify_md5=false", "epochs=2", "batch_size=4", "model.net.emb=16",
               "model.net.maps=8"]
     group, separate = train_both(common, tmp_path)
@@ -119,8 +120,8 @@ def test_kims_cnn_seed_is_its_separate_run(tmp_path: Path, fixture_root: Path):
         assert_same_metrics(group / f"seed{seed}", separate / f"seed{seed}")
 
 
-def test_a_resnet20_seed_is_its_separate_run(tmp_path: Path, fixture_root: Path):
-    common = ["dataset=cifar10", "model=resnet20", "optim=sgdmng", f"data_root={fixture_root}",
+def test_a_resnet20_seed_is_its_separate_run(tmp_path: Path, noisy_root: Path):
+    common = ["dataset=cifar10", "model=resnet20", "optim=sgdmng", f"data_root={noisy_root}",
               "++dataset.verify_md5=false", "epochs=1", "batch_size=4"]
     group, separate = train_both(common, tmp_path)
     for seed in (1, 2):
