@@ -17,7 +17,7 @@ from .config import command_line, provenance
 from .errors import IdentityMismatch, RunBusy, describe, user_error
 from .folder import RunFolder
 from .guard import record_code_version, take_lock
-from .io import RunLock, remove_orphans, write_jsonl, write_text
+from .io import RunLock, remove_orphans
 from .loops import Task
 from .record import Identity, StoredRun, config_identity, data_identity, decide
 
@@ -133,15 +133,8 @@ def start_files(member: Member) -> None:
     member.clock = train._Clock(progress.wall)
     if progress.started:
         print(f"[resume] epoch {progress.epoch}, batch {progress.state.batch}: {ctx.run_dir}")
-    meta = {"dataset": cfg.dataset.name, "model": cfg.model.name, "optim": cfg.optim.name,
-            "extra": ctx.run_dir.parent.name, "seed": cfg.seed, "command": ctx.stored_command,
-            "identity": member.identity.stored(), **provenance(ctx.device),
-            "commits": progress.commits, "stacked_seeds": member.group}
-    config = {**OmegaConf.to_container(cfg, resolve=True), "meta": meta}
-    for machine_path in ("data_root", "out_dir"):       # this machine's, not the run's
-        config.pop(machine_path, None)
-    write_text(ctx.run_dir / "config.yaml", OmegaConf.to_yaml(config))
-    write_jsonl(ctx.run_dir / "metrics.jsonl", progress.history)
+    config = train.write_start_files(ctx, member.identity, progress, provenance(ctx.device),
+                                     stacked_seeds=member.group)
     running(member, "running")
     member.logger = instantiate(cfg.logger)
     member.logger.start(ctx.run_dir, config, "/".join(ctx.run_dir.parts[-5:]))

@@ -242,6 +242,24 @@ def _start(ctx: RunContext, data, stored: StoredRun) -> tuple[Task, object, Prog
     return _start(ctx, data, StoredRun(ctx.run_dir))
 
 
+def write_start_files(ctx: RunContext, identity: Identity, progress: Progress,
+                      meta_provenance: dict, **extra_meta) -> dict:
+    """config.yaml (the resolved config with its provenance meta, without this machine's
+    paths) and metrics.jsonl as the run starts or resumes; `extra_meta` adds keys to the meta.
+    Returns the config written (what the logger records)."""
+    cfg = ctx.cfg
+    meta = {"dataset": cfg.dataset.name, "model": cfg.model.name, "optim": cfg.optim.name,
+            "extra": ctx.run_dir.parent.name, "seed": cfg.seed,
+            "command": ctx.stored_command, "identity": identity.stored(),
+            **meta_provenance, "commits": progress.commits, **extra_meta}
+    config = {**OmegaConf.to_container(cfg, resolve=True), "meta": meta}
+    for machine_path in UNSTORED_OVERRIDES:              # this machine's, not the run's
+        config.pop(machine_path, None)
+    write_text(ctx.run_dir / "config.yaml", OmegaConf.to_yaml(config))
+    write_jsonl(ctx.run_dir / "metrics.jsonl", progress.history)
+    return config
+
+
 def _train(ctx: RunContext, data, identity: Identity,
            stored: StoredRun) -> tuple[Progress, _Clock, str, str]:
     """Build, resume and train the run: (its progress, its clock, status, message), where the
@@ -256,15 +274,7 @@ def _train(ctx: RunContext, data, identity: Identity,
     clock = _Clock(progress.wall)
     logger = None
     if main:
-        meta = {"dataset": cfg.dataset.name, "model": cfg.model.name, "optim": cfg.optim.name,
-                "extra": ctx.run_dir.parent.name, "seed": cfg.seed,
-                "command": ctx.stored_command, "identity": identity.stored(),
-                **meta_provenance, "commits": progress.commits}
-        config = {**OmegaConf.to_container(cfg, resolve=True), "meta": meta}
-        for machine_path in UNSTORED_OVERRIDES:          # this machine's, not the run's
-            config.pop(machine_path, None)
-        write_text(ctx.run_dir / "config.yaml", OmegaConf.to_yaml(config))
-        write_jsonl(ctx.run_dir / "metrics.jsonl", progress.history)
+        config = write_start_files(ctx, identity, progress, meta_provenance)
         _record_progress(ctx, identity, progress, clock, "running")
         logger = instantiate(cfg.logger)
         # dataset/model/optim/extra/seed<k>: the same name on resume, so the logger continues it
