@@ -116,8 +116,9 @@ def _row(table, optim, column, printed, spec, artifact, cell, runs, protocol, da
         margin = None
         found = prediction_interval(done.columns[0], mean)
         kind = "prediction interval for one new run"
-        result = "consistent" if found.inside else "differs"
-    note = ""
+        result = ("cannot tell" if found.inside is None else
+                  "consistent" if found.inside else "differs")
+    note = "" if found.inside is not None or found.n < 2 else "no spread between our seeds"
     if found.n < settings["min_seeds"]:
         result, note = "cannot tell", f"{found.n} seed(s), need {settings['min_seeds']}"
     qualified = result if artifact.scale != "quick" else f"{result} (quick)"

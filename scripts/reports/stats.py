@@ -24,6 +24,16 @@ ROBUST_MIN_SEEDS = 8       # the bootstrap and permutation columns need this man
 WIDE_BELOW = 5             # below this many seeds an interval is wide by nature: the row says so
 MAX_SEEDS = 1000           # the power search stops here ("more than 1000")
 LEVEL = 0.95
+SPREAD_TOLERANCE = 1e-9    # relative: seeds this close agree (accuracy steps of 1/1066 differ in
+                           # the last bit after subtraction)
+
+
+def no_spread(values: np.ndarray) -> bool:
+    """Every value equal up to SPREAD_TOLERANCE of the largest magnitude (and at least 2 values):
+    float arithmetic leaves a steady difference with a spread of ~1e-14, which a t test would
+    read as p ~ 0."""
+    data = np.asarray(values, dtype=float)
+    return bool(data.size > 1 and np.ptp(data) <= SPREAD_TOLERANCE * max(1.0, np.abs(data).max()))
 
 
 @dataclass(frozen=True)
@@ -83,8 +93,8 @@ def tost_p(values: np.ndarray, sesoi: float) -> float:
     data = np.asarray(values, dtype=float)
     if data.size < 2 or not sesoi > 0:
         return math.nan
-    if np.ptp(data) == 0:
-        return 0.0 if abs(data[0]) < sesoi else 1.0
+    if no_spread(data):
+        return 0.0 if abs(data.mean()) < sesoi else 1.0
     with _quiet():
         below = stats.ttest_1samp(data, -sesoi, alternative="greater").pvalue
         above = stats.ttest_1samp(data, sesoi, alternative="less").pvalue
@@ -102,11 +112,12 @@ def paired_effect(terms: Sequence[np.ndarray], weights: Sequence[float], offset:
 def seed_effect(values: np.ndarray, sesoi: float = math.nan, level: float = LEVEL) -> Effect:
     """One value per seed against 0. Seeds that agree exactly have no t test: their p is the
     exact sign-flip p (2 / 2^n at best), so zero spread alone never reaches p < 0.05 at 5
-    seeds or fewer."""
+    seeds or fewer (and below 0.05 from 6 seeds on, when the steady difference is beyond the
+    smallest effect of interest)."""
     data = np.asarray(values, dtype=float)
     n, mean = data.size, float(data.mean())
     sd = float(np.std(data, ddof=1)) if n > 1 else math.nan
-    zero = bool(n > 1 and np.ptp(data) == 0)
+    zero = no_spread(data)
     with _quiet():
         if zero or n < 2:
             low = high = mean
@@ -137,7 +148,7 @@ def welch_effect(first: np.ndarray, second: np.ndarray, null: float = 0.0,
     mean = float(a.mean() - b.mean())
     sd = float(math.sqrt(np.var(a, ddof=1) / a.size + np.var(b, ddof=1) / b.size)) \
         if min(a.size, b.size) > 1 else math.nan
-    if not sd > 0:                      # both groups without spread: no test, never decides
+    if not sd > 0 or (no_spread(a) and no_spread(b)):   # no spread: no test, never decides
         return Effect(min(a.size, b.size), mean, mean, mean, 1.0, sd, math.nan,
                       zero_spread=True, n_other=b.size)
     with _quiet():
@@ -246,7 +257,7 @@ def prediction_interval(values: list[float], paper: float,
     data = np.asarray(values, dtype=float)
     n = data.size
     mean = float(data.mean()) if n else math.nan
-    if n < 2:
+    if n < 2 or no_spread(data):        # no spread: no interval to check against (cannot tell)
         return Agreement(n, mean, math.nan, math.nan, None, math.nan, math.nan)
     half = stats.t.ppf(0.5 + level / 2, n - 1) * np.std(data, ddof=1) * math.sqrt(1 + 1 / n)
     low, high = mean - float(half), mean + float(half)

@@ -70,11 +70,20 @@ def comparison_record(result: Result) -> dict:
             "conflicts": result.conflicts, "warnings": result.warnings}
 
 
+def _claim_seeds(results: list[Result]) -> list[int | None] | None:
+    """The seeds that would decide every comparison still open: the largest of their ranges'
+    ends, None (more than 1000) when any end is. None when no comparison has a power figure."""
+    powered = [r for r in results if r.power_basis and r.effect is not None and r.effect.sd > 0]
+    if not powered:
+        return None
+    ends = [r.seeds or (None, None) for r in powered]
+    return [None if any(end[i] is None for end in ends) else max(end[i] for end in ends)
+            for i in (0, 1)]
+
+
 def claim_record(claim: ClaimResult) -> dict:
     deciding = comparison_record(claim.decided_by) if claim.decided_by else {}
-    seeds = [r.seeds for r in claim.results if r.verdict == "inconclusive" and r.seeds]
-    power = [min(s[0] for s in seeds if s[0]) if any(s[0] for s in seeds) else None,
-             max((s[1] for s in seeds if s[1]), default=None)] if seeds else None
+    power = _claim_seeds(claim.results)
     secondary = claim.secondary
     return {"id": claim.claim["id"], "artifact": claim.claim["artifact"],
             "claim": claim.claim["quote"],
@@ -138,7 +147,7 @@ def _seeds_text(seeds) -> str:
     if not seeds:
         return ""
     low, high = seeds
-    return f"{low or '>1000'}-{high or '>1000'}" if low != high else str(low)
+    return f"{low or '>1000'}-{high or '>1000'}" if low != high else str(low or ">1000")
 
 
 def _robust_text(item: dict) -> str:

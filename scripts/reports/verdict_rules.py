@@ -6,8 +6,10 @@
   took several looks), then each comparison's word. holds / contradicted need the Holm p below
   the level; a plain comparison (no margin) whose difference is equivalent to 0 within the
   smallest effect of interest decides nothing; a margin comparison ("much better") is
-  contradicted by that equivalence; a diverged seed of the cell the paper speaks well of keeps
-  the comparison from holding. Power is given for the comparisons still inconclusive;
+  contradicted by that equivalence (its TOST p Holm-adjusted over the claim's margin
+  comparisons); a diverged seed of the cell the paper speaks well of keeps the comparison from
+  holding. Power is given for the comparisons more seeds could decide (inconclusive by the
+  Holm p);
 - summarize: a claim is contradicted if any comparison is, holds if all do, else inconclusive or
   untestable; a claim `about` a swept key needs every value of it tested."""
 
@@ -64,6 +66,7 @@ class Result:
     conflicts: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     favoured_diverged: bool = False
+    tost_holm: float = math.nan      # a margin comparison's TOST p, Holm-adjusted over the claim's
 
     @property
     def used(self) -> int:
@@ -118,7 +121,8 @@ def train_samples(run: Run) -> int | None:
 def protocol_notes(run: Run, paper: dict, scale: str) -> list[str]:
     """How a run's stored config and data differ from the paper's protocol (claims.yaml
     `protocol`): quick scale, fewer epochs, fewer training examples or tokens, another
-    vocabulary, and for a token stream the optimizer steps it took."""
+    vocabulary, and for a token stream that deviates so, the optimizer steps it took (the paper
+    gives no step count, so steps alone are not a deviation)."""
     notes = ["quick scale"] if scale == "quick" else []
     config = run.config if isinstance(run.config, dict) else {}
     dataset = config.get("dataset") if isinstance(config.get("dataset"), dict) else {}
@@ -136,7 +140,7 @@ def protocol_notes(run: Run, paper: dict, scale: str) -> list[str]:
         notes.append(f"a {int(vocab):,}-word vocabulary (the paper's: about "
                      f"{paper['vocab_size']:,}): a stand-in corpus")
     bptt, batch = finite(dataset.get("bptt")), finite(config.get("batch_size"))
-    if dataset.get("input") == "stream" and samples and bptt and batch and epochs:
+    if notes and dataset.get("input") == "stream" and samples and bptt and batch and epochs:
         per_epoch = math.ceil((samples // int(batch) - 1) / bptt)
         notes.append(f"{int(epochs) * per_epoch} optimizer steps")
     return notes
@@ -211,10 +215,25 @@ def decide(results: list[Result], data: dict, alpha: float) -> None:
     testable = [r for r in results if r.effect is not None]
     for result, adjusted in zip(testable, holm([r.effect.p for r in testable]), strict=True):
         result.p_holm, result.alpha = adjusted, alpha
+    margins = [r for r in testable if r.comparison.margin > 0]
+    tost = [r.effect.tost_p if math.isfinite(r.effect.tost_p) else 1.0 for r in margins]
+    for result, adjusted in zip(margins, holm(tost), strict=True):
+        result.tost_holm = adjusted
+    for result in testable:
         sesoi = float(data["metrics"][result.comparison.metric]["sesoi"])
         result.verdict, result.reason = word(result, sesoi)
-        if result.verdict == "inconclusive":
+        if result.verdict == "inconclusive" and result.p_holm >= alpha \
+                and not _equivalent(result):        # more seeds could decide it
             _power(result, sesoi, alpha / len(testable), settings["power"])
+
+
+def _equivalent(result: Result) -> bool:
+    """Equivalent to 0 within ± the SESOI (TOST p below the level). For a margin comparison,
+    where equivalence decides (contradicts "much better"), its p is Holm-adjusted over the
+    claim's margin comparisons like every deciding test; for a plain one, where it only keeps
+    the comparison from holding, the unadjusted p (the stricter choice)."""
+    p = result.tost_holm if result.comparison.margin > 0 else result.effect.tost_p
+    return bool(p < result.alpha)
 
 
 def word(result: Result, sesoi: float) -> tuple[str, str]:
@@ -222,12 +241,12 @@ def word(result: Result, sesoi: float) -> tuple[str, str]:
     effect, comparison = result.effect, result.comparison
     margin, alpha = comparison.margin, result.alpha
     ahead = comparison.side * effect.mean - margin     # > 0: beyond the margin, the paper's way
-    equivalent = effect.tost_p < alpha                     # within ± sesoi of 0
+    equivalent = _equivalent(result)                   # within ± sesoi of 0
     where = (f"the margin {margin:g}" if margin > 0 else
              f"the non-inferiority margin {margin:g}" if margin else "0")
     if margin > 0 and equivalent:
-        return "contradicted", (f"equivalent to 0 within ±{sesoi:g} (TOST p "
-                                f"{effect.tost_p:.3g}): not the margin of {margin:g} asked")
+        return "contradicted", (f"equivalent to 0 within ±{sesoi:g} (TOST Holm p "
+                                f"{result.tost_holm:.3g}): not the margin of {margin:g} asked")
     if margin == 0 and equivalent:
         return "inconclusive", (f"equivalent to 0 within ±{sesoi:g} (TOST p {effect.tost_p:.3g}): "
                                 "a difference this small decides nothing")
@@ -245,16 +264,19 @@ def word(result: Result, sesoi: float) -> tuple[str, str]:
 def _power(result: Result, sesoi: float, alpha: float, power: float) -> None:
     """Seeds for `power` at the first Holm step's level (alpha / comparisons): a range over the
     sd's 95% interval, against the observed distance from the margin or the smallest effect of
-    interest, whichever is larger."""
+    interest, whichever is larger. A Welch comparison (two unpaired groups) is sized as a
+    paired one whose per-seed sd is that of the difference of one seed from each group,
+    sqrt(var_a + var_b): its standard error times sqrt(n)."""
     effect, comparison = result.effect, result.comparison
+    sd = effect.sd * math.sqrt(effect.n) if effect.n_other else effect.sd
     observed = abs(comparison.side * effect.mean - comparison.margin)
     basis = max(observed, sesoi)
     result.power_basis = (f"observed effect, α {alpha:.3g}" if observed >= sesoi
                           else f"smallest effect {sesoi:g}, α {alpha:.3g}")
-    result.seeds = seeds_range(basis, effect.sd, effect.n, alpha, power)
+    result.seeds = seeds_range(basis, sd, effect.n, alpha, power)
     if result.seeds == (None, None):
         result.seeds = None
-        result.power_basis = "no spread between seeds" if not effect.sd > 0 else \
+        result.power_basis = "no spread between seeds" if not sd > 0 else \
             "more than 1000 seeds"
 
 
