@@ -102,8 +102,9 @@ def test_figure1s_published_three_seed_look_is_accounted_for():
 
 
 def test_power_is_withheld_where_more_seeds_cannot_decide_and_a_claim_needs_its_worst():
-    """An equivalent difference (TOST) has no seed count; a claim's count is the largest of its
-    open comparisons', and more than 1000 when any of them needs that."""
+    """An equivalent difference (TOST) has no seed count; an inconclusive claim's count is the
+    largest of its open comparisons', more than 1000 when any of them needs that; a decided
+    claim has none."""
     data = load_claims()
     comparison = Comparison("A − B", "best_val_acc", (), 0.0, 1)
     tiny = Result(comparison, effect=seed_effect(np.array([0.01, -0.01, 0.02]), sesoi=1.0),
@@ -120,6 +121,9 @@ def test_power_is_withheld_where_more_seeds_cannot_decide_and_a_claim_needs_its_
               for s in ((3, 757), (56, 90))]
     claim = summarize({"id": "c", "artifact": "table4", "quote": "q"}, closed, "full")
     assert claim_record(claim)["seeds_for_power"] == [56, 757]
+    decided = closed + [Result(comparison, "contradicted", effect=effect)]
+    claim = summarize({"id": "c", "artifact": "table4", "quote": "q"}, decided, "full")
+    assert claim.verdict == "contradicted" and claim_record(claim)["seeds_for_power"] is None
 
 
 def test_seeds_without_spread_cannot_tell_against_the_papers_single_run():

@@ -27,13 +27,14 @@ HOW_TO_READ = (
     "paired difference (for a claim, its deciding comparison's) with its 95% t interval, the "
     "interval the paired t test implies (Welch's for comparisons across depths); below 5 seeds "
     "it is wide by nature. p: the t test against the comparison's margin, Holm-adjusted within "
-    "the claim and read at the claim's level α (Table 4: Pocock's level for its looks at 3, 5 and "
-    "10 seeds). holds / contradicted: p < α with the effect on the paper's / the other side of "
+    "the claim and read at the claim's level α (Pocock's level where the artifact's seeds were "
+    "looked at more than once: claims.yaml `looks`). holds / contradicted: p < α with the effect on the paper's / the other side of "
     "its margin; a difference equivalent to 0 within the smallest effect of interest (TOST) "
     "decides nothing, and contradicts a margin such as \"much better\"; a seed on which the "
     "paper's favoured optimizer diverged keeps a comparison from holding. inconclusive: "
-    "neither (seeds: how many would give 80% power at the first Holm step's level, as a range "
-    "over the sd's 95% interval); untestable: too few paired seeds, or a value the claim is "
+    "neither (seeds, where more seeds could decide it: how many would give 80% power at the "
+    "first Holm step's level, as a range over the sd's 95% interval; for a claim, only while "
+    "it is inconclusive); untestable: too few paired seeds, or a value the claim is "
     "about never run. robustness (8+ seeds): the exact sign-flip permutation p and the "
     "percentile bootstrap interval. paper's own numbers: how many of the claim's comparisons "
     "hold on the paper's printed values. docs/PROTOCOL.md, \"Statistics\", has the rules.")
@@ -70,9 +71,13 @@ def comparison_record(result: Result) -> dict:
             "conflicts": result.conflicts, "warnings": result.warnings}
 
 
-def _claim_seeds(results: list[Result]) -> list[int | None] | None:
-    """The seeds that would decide every comparison still open: the largest of their ranges'
-    ends, None (more than 1000) when any end is. None when no comparison has a power figure."""
+def _claim_seeds(claim: ClaimResult) -> list[int | None] | None:
+    """The seeds that would decide every comparison still open in an inconclusive claim: the
+    largest of their ranges' ends, None (more than 1000) when any end is. None for a decided
+    claim (it needs no more seeds) or when no comparison has a power figure."""
+    if claim.verdict != "inconclusive":
+        return None
+    results = claim.results
     powered = [r for r in results if r.power_basis and r.effect is not None and r.effect.sd > 0]
     if not powered:
         return None
@@ -83,7 +88,7 @@ def _claim_seeds(results: list[Result]) -> list[int | None] | None:
 
 def claim_record(claim: ClaimResult) -> dict:
     deciding = comparison_record(claim.decided_by) if claim.decided_by else {}
-    power = _claim_seeds(claim.results)
+    power = _claim_seeds(claim)
     secondary = claim.secondary
     return {"id": claim.claim["id"], "artifact": claim.claim["artifact"],
             "claim": claim.claim["quote"],
