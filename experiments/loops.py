@@ -198,14 +198,15 @@ def evaluate(task: Task) -> dict:
 
 
 def warn_dead_layers(row: dict, epoch: int, main: bool, warned: frozenset[str],
-                     norm_dtype: object = None) -> frozenset[str]:
+                     norm_dtype: object = None, prefix: str = "") -> frozenset[str]:
     """Warn about layers whose gradient was zero all epoch, each layer once: the line comes only
     when a layer not named before joins them (dead layers come and go from epoch to epoch; a
-    line for each change would flood the output). Returns every layer named so far."""
+    line for each change would flood the output). `prefix` leads the line (a stacked run names
+    its seed). Returns every layer named so far."""
     dead = [name for name, mean in row["grad_norms"].items() if mean == 0.0]
     new = [name for name in dead if name not in warned]
     if new and main:
-        print(dead_layer_line(epoch, new, norm_dtype), flush=True)
+        print(prefix + dead_layer_line(epoch, new, norm_dtype), flush=True)
     return warned | frozenset(dead)
 
 

@@ -290,10 +290,8 @@ def _record(member: Member, row: dict, index: int, sums: StackedSums, task: Stac
         means = (sums.norm_sum[index] / max(sums.norm_steps, 1)).tolist()
         row["grad_norms"] = dict(zip(task.plan.names, means, strict=True))
         row["grad_norm_steps"] = sums.norm_steps
-        if {name for name, mean in row["grad_norms"].items() if mean == 0.0} - member.dead:
-            print(f"seed {member.seed}: ", end="")     # the warning below names the layers
         member.dead = warn_dead_layers(row, row["epoch"], True, member.dead, OmegaConf.select(
-            member.cfg, "optim.normalize.norm_dtype"))
+            member.cfg, "optim.normalize.norm_dtype"), prefix=f"seed {member.seed}: ")
     member.progress.history.append(row)
 
 

@@ -108,13 +108,18 @@ def new_extra(name: str) -> str:
     return ",".join(sorted(items)) if items != given else name
 
 
+def optim_node(config: Any) -> dict[str, Any]:
+    """config.yaml's `optim` node; MigrationError when the file holds none."""
+    if not isinstance(config, dict) or not isinstance(config.get("optim"), dict):
+        raise MigrationError("config.yaml has no optim node")
+    return config["optim"]
+
+
 def migrate_config(run_dir: Path) -> list[str]:
     """Rewrite one run's config.yaml and summary.json; the changes made, as lines."""
     path = run_dir / "config.yaml"
     config = read_config(path)
-    if not isinstance(config, dict) or not isinstance(config.get("optim"), dict):
-        raise MigrationError("config.yaml has no optim node")
-    optim = migrate_optim(config["optim"])
+    optim = migrate_optim(optim_node(config))
     if optim is None:
         return []
     config["optim"] = optim
@@ -137,7 +142,7 @@ def migrate_config(run_dir: Path) -> list[str]:
     return changes
 
 
-def _without_data_root(command: str) -> str:
+def _without_machine_paths(command: str) -> str:
     words = shlex.split(command)
     kept = stored_overrides(words)
     return command if kept == words else " ".join(shlex.quote(w) for w in kept)
@@ -150,11 +155,11 @@ def relocate(run_dir: Path) -> list[str]:
     config = read_config(path)
     meta = config.get("meta") if isinstance(config, dict) else None
     if isinstance(config, dict) and (any(k in config for k in UNSTORED_OVERRIDES) or (
-            isinstance(meta, dict) and _without_data_root(str(meta.get("command", "")))
+            isinstance(meta, dict) and _without_machine_paths(str(meta.get("command", "")))
             != str(meta.get("command", "")))):
         removed = [key for key in UNSTORED_OVERRIDES if config.pop(key, None) is not None]
         if isinstance(meta, dict) and "command" in meta:
-            meta["command"] = _without_data_root(str(meta["command"]))
+            meta["command"] = _without_machine_paths(str(meta["command"]))
         write_text(path, yaml.safe_dump(config, sort_keys=False, allow_unicode=True))
         changes.append(f"config.yaml: {' and '.join(removed) or 'paths in the command'} removed")
     summary_path = run_dir / "summary.json"
@@ -162,7 +167,7 @@ def relocate(run_dir: Path) -> list[str]:
     if summary is None:
         return changes
     stored = {"run_dir": _relative_run_dir(run_dir),
-              "command": _without_data_root(str(summary.get("command", "")))}
+              "command": _without_machine_paths(str(summary.get("command", "")))}
     stored = {k: v for k, v in stored.items() if k in summary and summary[k] != v and v}
     if stored:
         write_json(summary_path, {**summary, **stored})
@@ -209,7 +214,7 @@ def migrate(results: Path, dry_run: bool = False) -> list[tuple[Path, str]]:
         run_dir = path.parent
         try:
             if dry_run:
-                optim = migrate_optim((read_config(path) or {}).get("optim") or {})
+                optim = migrate_optim(optim_node(read_config(path)))
                 changes = [] if optim is None else [f"optim -> {optim}"]
             else:
                 changes = migrate_config(run_dir)
